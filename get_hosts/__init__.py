@@ -1,0 +1,7 @@
+"""get_hosts: the thin-client side of ltsp-loadbalance.
+
+Runs at every login from the LTSP chroot with python3 alone, so this package
+imports nothing at load time; each run imports only the modules it needs.
+"""
+
+__version__ = "0.1.0"
