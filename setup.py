@@ -14,6 +14,7 @@ setup(
     python_requires=">=3.9",
     packages=["get_hosts", "ltsp_server_advertise"],
     package_dir={"ltsp_server_advertise": "ltsp-server-advertise"},
+    scripts=["ltsp-update-sshkeys"],
     install_requires=[],
     extras_require={
         "server": ["psutil", "lxml"],
