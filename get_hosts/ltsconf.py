@@ -1,0 +1,242 @@
+"""lts.conf as LTSP reads it: which sections apply to this client, and what they say.
+
+Line syntax lives in confsyntax; this module owns files, includes and
+sections. Rules (LTSP5 getltscfg, see FIELD-NOTES.md):
+
+- Sections that apply, most specific first: the first section named exactly
+  by this client's hostname, else its IP, else its MAC (names compared
+  without regard to case); then that section's ``LIKE =`` target, and its
+  target, recursively; then every glob section (``*``, ``?``, ``[``) whose
+  pattern matches the hostname, IP or MAC, in file order, each followed by
+  its own LIKE chain; ``[Default]`` (and its LIKE chain) last. For each key
+  the first section in that order that sets it wins; a section reached twice
+  counts once, at its first place.
+- A winning value of ``NONE`` unsets the key: it is left out of the result
+  and no less specific section fills it in. ``LIKE`` itself is not a value.
+- A section named twice is one section; within it the later line wins.
+- ``include "file"``: relative names are taken from the including file's
+  directory. The included file's lines belong to the section the include
+  stands in until the file opens its own; after the include the including
+  file's section continues (an include never changes what follows it).
+  A missing or unreadable file, an include loop, a LIKE loop, a LIKE naming
+  no section, and a key before any section header are errors: LtsConfError,
+  one line, naming file, line and the bad value.
+- An empty section is a warning, not an error (getltscfg refused them): a
+  host section whose lines an admin commented out must not stop a whole lab
+  from logging in. Warnings go to the caller's list.
+
+Nothing here imports more than ``os``; ``fnmatch`` (and so ``re``) is
+imported only when the file has a glob section.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+from get_hosts.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError, parse_text
+from get_hosts.errors import GetHostsError
+
+# One assignment, kept with where it came from so errors can name file:line.
+Entry = namedtuple("Entry", "value path lineno")
+
+# A section: its name as first written, where that was, and KEY -> Entry.
+Section = namedtuple("Section", "name path lineno entries")
+
+DEFAULT = "default"
+GLOB_CHARS = "*?["
+MAX_FILES = 64  # include fan-out cap: a file included many times over is a mistake
+
+
+class LtsConfError(GetHostsError):
+    """lts.conf cannot be read or makes no sense; the message names file and line."""
+
+    def __init__(self, message, path=None, lineno=None):
+        super().__init__(message)
+        self.path = path
+        self.lineno = lineno
+
+
+class LtsConf:
+    """A parsed lts.conf: sections by lower-case name, in file order."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sections = {}  # lower-case name -> Section; dicts keep file order
+
+    def has_client_sections(self):
+        """True when some section other than [Default] exists (so identity matters)."""
+        return any(key != DEFAULT for key in self.sections)
+
+    def default_value(self, key):
+        """KEY's value in [Default] alone, or None: for choosing how to find the identity."""
+        section = self.sections.get(DEFAULT)
+        entry = section.entries.get(key) if section else None
+        return entry.value if entry else None
+
+
+def _where(path, lineno):
+    return f"{path}:{lineno}" if lineno else str(path)
+
+
+def _read_text(path, include_from=None):
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        if include_from:
+            src, lineno, name = include_from
+            raise LtsConfError(f"{_where(src, lineno)}: cannot include {name!r}: {reason}", src, lineno) from None
+        raise LtsConfError(f"{path}: cannot read: {reason}", path) from None
+    # surrogateescape: a stray Latin-1 byte in some other variable must not stop us.
+    return data.decode("utf-8", "surrogateescape")
+
+
+def parse_lts_conf(path):
+    """Read PATH and its includes -> LtsConf. Raises LtsConfError."""
+    conf = LtsConf(path)
+    state = {"files": 0}
+    _parse_file(conf, path, None, [], state, None)
+    return conf
+
+
+def _parse_file(conf, path, current, stack, state, include_from):
+    """Add PATH's sections to CONF; CURRENT is the section the include stands in."""
+    real = os.path.realpath(path)
+    if real in stack:
+        src, lineno, name = include_from
+        chain = " -> ".join([*stack[stack.index(real) :], real])
+        raise LtsConfError(f"{_where(src, lineno)}: include loop on {name!r}: {chain}", src, lineno)
+    state["files"] += 1
+    if state["files"] > MAX_FILES:
+        src, lineno, name = include_from
+        raise LtsConfError(f"{_where(src, lineno)}: more than {MAX_FILES} files included, at {name!r}", src, lineno)
+    text = _read_text(path, include_from)
+    try:
+        tokens = parse_text(text, path)
+    except ConfSyntaxError as error:
+        raise LtsConfError(str(error), error.path, error.lineno) from None
+    stack = [*stack, real]
+    for lineno, token in tokens:
+        kind = token[0]
+        if kind == SECTION:
+            current = _open_section(conf, token[1], path, lineno)
+        elif kind == INCLUDE:
+            name = token[1]
+            target = os.path.join(os.path.dirname(path), name)
+            _parse_file(conf, target, current, stack, state, (path, lineno, name))
+        elif kind == ASSIGN:
+            if current is None:
+                raise LtsConfError(
+                    f"{path}:{lineno}: {token[1]} = {token[2]!r} is outside any section (put it under [Default])",
+                    path,
+                    lineno,
+                )
+            current.entries[token[1]] = Entry(token[2], path, lineno)
+
+
+def _open_section(conf, name, path, lineno):
+    key = name.lower()
+    section = conf.sections.get(key)
+    if section is None:
+        section = conf.sections[key] = Section(name, path, lineno, {})
+    return section
+
+
+def empty_section_warnings(conf):
+    """One warning per section that sets nothing."""
+    return [
+        f"{_where(s.path, s.lineno)}: empty section [{s.name}] (ignored)"
+        for s in conf.sections.values()
+        if not s.entries
+    ]
+
+
+def _client_names(identity):
+    """Lower-case names this client answers to, in exact-match order: hostname, IP, MAC."""
+    if identity is None:
+        return []
+    names = []
+    hostname = getattr(identity, "hostname", None)
+    if hostname:
+        names.append(hostname.lower())
+        short = hostname.split(".", 1)[0]
+        if short != hostname:
+            names.append(short.lower())
+    for value in (getattr(identity, "ip", None), getattr(identity, "mac", None)):
+        if value:
+            names.append(value.lower())
+    return names
+
+
+def _like_chain(conf, section, order, seen):
+    """Append SECTION then its LIKE targets to ORDER; a loop or unknown target is an error."""
+    chain = [section.name.lower()]
+    while True:
+        if chain[-1] not in seen:
+            seen.add(chain[-1])
+            order.append(section)
+        like = section.entries.get("LIKE")
+        if like is None or like.value in ("", "NONE"):
+            return
+        where = _where(like.path, like.lineno)
+        target = conf.sections.get(like.value.lower())
+        if target is None:
+            raise LtsConfError(f"{where}: LIKE = {like.value!r} names no section", like.path, like.lineno)
+        key = like.value.lower()
+        if key in chain:
+            names = " -> ".join(conf.sections[k].name for k in [*chain[chain.index(key) :], key])
+            raise LtsConfError(f"{where}: LIKE loop: {names}", like.path, like.lineno)
+        chain.append(key)
+        section = target
+
+
+def applying_sections(conf, identity):
+    """The sections that apply to IDENTITY, most specific first (see module rules)."""
+    order, seen = [], set()
+    names = _client_names(identity)
+    globs = [s for key, s in conf.sections.items() if any(c in key for c in GLOB_CHARS)]
+    for name in names:
+        section = conf.sections.get(name)
+        if section is not None:
+            _like_chain(conf, section, order, seen)
+            break
+    if globs and names:
+        from fnmatch import fnmatchcase  # imports re: only paid when globs exist
+
+        for section in globs:
+            pattern = section.name.lower()
+            if any(fnmatchcase(name, pattern) for name in names):
+                _like_chain(conf, section, order, seen)
+    default = conf.sections.get(DEFAULT)
+    if default is not None:
+        _like_chain(conf, default, order, seen)
+    return order
+
+
+def lts_conf_entries(conf, identity):
+    """KEY -> Entry for the client IDENTITY (Identity, or None: [Default] only); NONE removed."""
+    result = {}
+    decided = set()
+    for section in applying_sections(conf, identity):
+        for key, entry in section.entries.items():
+            if key in decided or key == "LIKE":
+                continue
+            decided.add(key)
+            if entry.value != "NONE":
+                result[key] = entry
+    return result
+
+
+def read_lts_conf(path, identity, warnings=None):
+    """lts.conf at PATH as it applies to IDENTITY -> {KEY: value}.
+
+    IDENTITY is an identity.Identity (hostname, ip, mac) or None (only
+    [Default] applies). Warnings (empty sections) are appended to WARNINGS
+    when a list is given. Raises LtsConfError, also for a missing file.
+    """
+    conf = parse_lts_conf(path)
+    if warnings is not None:
+        warnings.extend(empty_section_warnings(conf))
+    return {key: entry.value for key, entry in lts_conf_entries(conf, identity).items()}
