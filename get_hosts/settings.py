@@ -1,0 +1,371 @@
+"""get_hosts configuration: the one table of LB_* variables, and where their values come from.
+
+Rules:
+
+- Every variable is a row of VARIABLES (name, Settings field, default,
+  converter, help); defaults, validation and the documentation all come
+  from that table.
+- The environment first (LTSP exports lts.conf to screen scripts), then
+  lts.conf, then the default. An empty value counts as unset, in the
+  environment as in lts.conf (``LB_TIMEOUT=`` or ``LB_TIMEOUT =``): the next
+  source decides. ``NONE`` unsets, as in lts.conf: the default applies and
+  lts.conf is not consulted for that variable.
+- lts.conf is ``--lts-conf FILE`` (load_settings' ``lts_conf_path``), else
+  ``$LTS_CONF``, else /etc/lts.conf; only the last may be missing.
+- ``LB_SERVERS`` unset, empty or without one valid entry: ``SERVER`` alone.
+  Neither: GetHostsError("no server pool: ...").
+- A bad value is a GetHostsError naming the variable, where it came from
+  (the environment, or file:line) and the value, unless ``strict=False``:
+  then it is a warning and the default applies.
+
+Imports ``os`` and ``collections`` only; lts.conf parsing, identity lookups
+and socket (for IPv6 pool entries) are imported when needed.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from get_hosts.errors import GetHostsError
+
+DEFAULT_ALGORITHM = "weighted"
+DEFAULT_PORT = 377
+DEFAULT_LTS_CONF = "/etc/lts.conf"
+ENVIRONMENT = "the environment"
+
+PoolEntry = namedtuple("PoolEntry", "name host port")
+
+Settings = namedtuple(
+    "Settings",
+    "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings",
+)
+
+# default_text: how the documentation shows the default.
+Variable = namedtuple("Variable", "name field default default_text converter help")
+
+
+# --- converters: text -> value, or ValueError whose message follows the quoted value ---
+
+
+def to_text(text):
+    return text.strip()
+
+
+def to_algorithm(text):
+    """Lower-cased name; the chooser checks it against its registry."""
+    name = text.strip().lower()
+    if not name:
+        raise ValueError("is not an algorithm name")
+    return name
+
+
+def _whole(text, what):
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f"is not a whole number of {what}")
+    return int(digits)
+
+
+def to_port(text):
+    port = _whole(text, "port")
+    if not 1 <= port <= 65535:
+        raise ValueError("is not a port (1-65535)")
+    return port
+
+
+def to_milliseconds(text):
+    value = _whole(text, "milliseconds")
+    if value < 1:
+        raise ValueError("is not a positive number of milliseconds")
+    return value
+
+
+def to_optional_milliseconds(text):
+    """Milliseconds, or None (no limit) for 'none'."""
+    return None if text.strip().lower() == "none" else to_milliseconds(text)
+
+
+def to_optional_load(text):
+    """Load average per CPU (a non-negative decimal), or None (no limit) for 'none'."""
+    value = text.strip()
+    if value.lower() == "none":
+        return None
+    try:
+        load = float(value)
+    except ValueError:
+        load = -1.0
+    if not 0.0 <= load < float("inf") or not value.replace(".", "", 1).isdigit():
+        raise ValueError("is not a load average per CPU (a decimal number such as 1.5)")
+    return load
+
+
+BOOLEANS = {"true": True, "y": True, "yes": True, "1": True, "false": False, "n": False, "no": False, "0": False}
+
+
+def to_boolean(text):
+    """LTSP booleans, any case: True/False, Y/N, yes/no, 1/0."""
+    try:
+        return BOOLEANS[text.strip().lower()]
+    except KeyError:
+        raise ValueError("is not a boolean (true/false, yes/no, y/n, 1/0)") from None
+
+
+VARIABLES = (
+    Variable(
+        "LB_SERVERS",
+        "servers",
+        None,
+        "$SERVER alone",
+        to_text,
+        "The pool of application servers, space separated: host, host:port, [IPv6-address]:port "
+        "(a bare IPv6 address has no port). Use the names ssh's known_hosts uses. "
+        "Invalid and duplicate entries are skipped with a warning.",
+    ),
+    Variable(
+        "LB_ALGORITHM",
+        "algorithm",
+        DEFAULT_ALGORITHM,
+        DEFAULT_ALGORITHM,
+        to_algorithm,
+        "How usable servers are ordered: random, best-rated, weighted, mac-hash or fixed (no probing).",
+    ),
+    Variable("LB_PORT", "port", DEFAULT_PORT, str(DEFAULT_PORT), to_port, "Port of ltsp-server-advertise."),
+    Variable(
+        "LB_TIMEOUT",
+        "timeout_ms",
+        1000,
+        "1000",
+        to_milliseconds,
+        "Hard bound on the whole probe (connect and read, all servers together), in milliseconds.",
+    ),
+    Variable(
+        "LB_MAX_RESPONSE_MS",
+        "max_response_ms",
+        None,
+        "none",
+        to_optional_milliseconds,
+        "Skip servers that answer slower than this many milliseconds.",
+    ),
+    Variable(
+        "LB_MAX_LOAD",
+        "max_load",
+        None,
+        "none",
+        to_optional_load,
+        "Skip servers whose load average per CPU is above this (a decimal such as 1.5).",
+    ),
+    Variable(
+        "LB_SKIP_SWAPPING",
+        "skip_swapping",
+        True,
+        "true",
+        to_boolean,
+        "Skip servers that are actively swapping (true/false, yes/no, y/n, 1/0, any case).",
+    ),
+)
+
+
+def variables_help(width=78):
+    """The table as plain text, one paragraph per variable: for --help, man pages and lts.conf.example."""
+    lines = []
+    for var in VARIABLES:
+        lines.append(f"{var.name} (default: {var.default_text})")
+        line = "   "
+        for word in var.help.split():
+            if len(line) + 1 + len(word) > width and line.strip():
+                lines.append(line)
+                line = "   "
+            line += " " + word
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --- the pool ---
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+def _host_name_problem(host):
+    """Why HOST is not a host name or IPv4 address, or None."""
+    if not host:
+        return "no host"
+    if not set(host) <= _NAME_CHARS:
+        bad = sorted(set(host) - _NAME_CHARS)[0]
+        return f"{bad!r} is not allowed in a host name"
+    if host[0] in "-.":
+        return "a host name cannot start with '-' or '.'"
+    if len(host) > 253:
+        return "host name longer than 253 characters"
+    return None
+
+
+def _ipv6_problem(address):
+    """Why ADDRESS (optionally with %zone) is not an IPv6 address, or None."""
+    import socket
+
+    bare, percent, zone = address.partition("%")
+    if percent and not (zone and set(zone) <= _NAME_CHARS):
+        return "bad IPv6 zone"
+    try:
+        socket.inet_pton(socket.AF_INET6, bare)
+    except (OSError, ValueError):
+        return "not an IPv6 address"
+    return None
+
+
+def _port_problem(text):
+    if not (text.isascii() and text.isdigit()):
+        return f"port {text!r} is not a number"
+    if not 1 <= int(text) <= 65535:
+        return f"port {text} is out of range (1-65535)"
+    return None
+
+
+def _pool_entry(word, default_port):
+    """One word of the pool -> (PoolEntry, None) or (None, reason)."""
+    port_text = None
+    if word.startswith("["):
+        close = word.find("]")
+        if close < 0:
+            return None, "'[' without ']'"
+        host, after = word[1:close], word[close + 1 :]
+        if not host:
+            return None, "empty brackets"
+        if after:
+            if not after.startswith(":"):
+                return None, f"{after!r} after ']'"
+            port_text = after[1:]
+        problem = _ipv6_problem(host) if ":" in host else "brackets are for IPv6 addresses"
+    elif word.count(":") > 1:
+        host = word
+        problem = _ipv6_problem(host)
+    else:
+        host, colon, port_text = word.partition(":")
+        port_text = port_text if colon else None
+        problem = _host_name_problem(host)
+    if problem is None and port_text is not None:
+        problem = _port_problem(port_text)
+    if problem is not None:
+        return None, problem
+    return PoolEntry(host, host, int(port_text) if port_text is not None else default_port), None
+
+
+def _host_key(host):
+    """Equal for the same server written two ways: case of names, spellings of one IPv6 address."""
+    if ":" not in host:
+        return host.lower()
+    import socket
+
+    bare, _, zone = host.partition("%")
+    return socket.inet_pton(socket.AF_INET6, bare), zone
+
+
+def parse_pool(text, default_port=DEFAULT_PORT):
+    """'app1 app2:3377 [2001:db8::1]:377 fd00::5' -> ([PoolEntry], [warning]); bad and duplicate entries skipped."""
+    entries, warnings, seen = [], [], {}
+    for word in (text or "").split():
+        entry, problem = _pool_entry(word, default_port)
+        if entry is None:
+            warnings.append(f"skipping pool entry {word!r}: {problem}")
+            continue
+        key = (_host_key(entry.host), entry.port)
+        if key in seen:
+            warnings.append(f"skipping pool entry {word!r}: same server as {seen[key]!r}")
+            continue
+        seen[key] = word
+        entries.append(entry)
+    return entries, warnings
+
+
+# --- putting it together ---
+
+
+def _lts_conf_path(environ, lts_conf_path):
+    """(path, must_exist) or (None, False)."""
+    if lts_conf_path:
+        return lts_conf_path, True
+    if environ.get("LTS_CONF"):
+        return environ["LTS_CONF"], True
+    return DEFAULT_LTS_CONF, False
+
+
+def _read_conf(environ, lts_conf_path, identity, warnings):
+    """KEY -> ltsconf.Entry for this client, and the path read (or None)."""
+    import os
+
+    path, must_exist = _lts_conf_path(environ, lts_conf_path)
+    if not must_exist and not os.path.exists(path):
+        return {}, None
+    from get_hosts import ltsconf
+
+    conf = ltsconf.parse_lts_conf(path)
+    warnings.extend(ltsconf.empty_section_warnings(conf))
+    if identity is None and conf.has_client_sections():
+        from get_hosts.identity import client_identity
+
+        toward = environ.get("SERVER") or conf.default_value("SERVER")
+        identity = client_identity(toward.split()[0] if toward and toward.split() else None)
+    return ltsconf.lts_conf_entries(conf, identity), path
+
+
+def _lookup(name, environ, entries):
+    """(text or None, source) for NAME: environment, then lts.conf; None when unset."""
+    value = environ.get(name)
+    if value:
+        return (None if value == "NONE" else value), ENVIRONMENT
+    entry = entries.get(name)
+    if entry is not None and entry.value:
+        return entry.value, f"{entry.path}:{entry.lineno}"
+    return None, None
+
+
+def load_settings(environ, lts_conf_path=None, identity=None, strict=True):
+    """Settings for this client from ENVIRON (a mapping), then lts.conf (see module rules).
+
+    IDENTITY (identity.Identity) picks the lts.conf sections; without it,
+    client_identity() is asked only when lts.conf has sections other than
+    [Default]. Raises GetHostsError (ltsconf.LtsConfError for lts.conf).
+    """
+    warnings = []
+    entries, conf_path = _read_conf(environ, lts_conf_path, identity, warnings)
+    values = {}
+    pool_text = pool_source = None
+    for var in VARIABLES:
+        text, source = _lookup(var.name, environ, entries)
+        if var.name == "LB_SERVERS":
+            pool_text, pool_source = text, source
+            continue
+        value = var.default
+        if text is not None:
+            try:
+                value = var.converter(text)
+            except ValueError as error:
+                message = f"{var.name} in {source}: {text!r} {error}"
+                if strict:
+                    raise GetHostsError(message) from None
+                warnings.append(f"{message}; using the default, {var.default_text}")
+        values[var.field] = value
+    server, server_source = _lookup("SERVER", environ, entries)
+    server = server.strip() if server and server.strip() else None
+    servers = []
+    if pool_text is not None:
+        servers, problems = parse_pool(pool_text, values["port"])
+        warnings.extend(f"LB_SERVERS in {pool_source}: {problem}" for problem in problems)
+        if not servers and server:
+            warnings.append(f"LB_SERVERS in {pool_source} has no valid entry; using SERVER ({server})")
+    if not servers and server:
+        servers, problems = parse_pool(server, values["port"])
+        warnings.extend(f"SERVER in {server_source}: {problem}" for problem in problems)
+    if not servers:
+        if pool_text is not None:
+            raise GetHostsError(f"no server pool: LB_SERVERS in {pool_source} has no valid entry ({pool_text!r})")
+        if server:
+            raise GetHostsError(f"no server pool: SERVER in {server_source} is not a host ({server!r})")
+        raise GetHostsError("no server pool: LB_SERVERS and SERVER are both unset")
+    return Settings(
+        servers=servers,
+        server=server,
+        lts_conf=conf_path,
+        warnings=warnings,
+        **values,
+    )
