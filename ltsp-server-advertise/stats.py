@@ -1,0 +1,385 @@
+"""Collecting this server's load: what the document on port 377 says.
+
+Rules of this module:
+- Collection only: no sockets, no config files, no serving. The daemon calls
+  StatsCollector.collect() when its sample is too old, and server_stats() to
+  turn the sample into the wire record.
+- Nothing here sleeps, scans processes or asks the network: collect() reads
+  a handful of small kernel files (about 0.3 ms in all), so the daemon may
+  call it from its event loop.
+- Honest edges, as psutil has them: a metric that cannot be read is None,
+  never a made-up 0; it is logged ONCE (a warning naming the metric and the
+  reason) when it starts failing and once (info) when it recovers; the other
+  metrics are still collected. collect() never raises for a broken metric.
+- Every kernel file is read through psutil.PROCFS_PATH, so tests (and
+  containers) point the whole module at another /proc.
+- No user name leaves this module: sessions are counted, never listed.
+
+Sessions: the count must rise the moment a user logs in, because the load
+average and memory lag a login storm by seconds. LDM logs a thin-client user
+in over ssh (`ssh -X` running the session command); a command run without a
+pty gets no utmp entry from sshd, so `who` misses exactly the sessions we
+serve. pam_systemd registers every PAM session with systemd-logind, pty or
+not, the moment it opens. So the primary source is logind's state directory,
+/run/systemd/sessions: one KEY=VALUE file per session, written by logind
+before the login shell starts. We count files whose CLASS is a user class
+("user", or since systemd 256/258 "user-early", "user-light",
+"user-incomplete"...: a human's session) and whose STATE is not "closing"
+(a session that logged out but still has processes). That excludes greeters,
+lock screens, background jobs (cron) and the user service manager's own
+session. logind marks these files private; we read them anyway because the
+public interfaces (sd-login via libsystemd, D-Bus) would add a C dependency
+or a bus round trip to every sample, and the format has been stable since
+2012. Machines without logind (no such directory) fall back to utmp via
+psutil.users(), counting distinct (user, terminal, host) entries; the log
+says which source is in use.
+
+Swapping: "swap used" stays high for days after a burst, so it says nothing
+about now. We take the kernel's cumulative page-in and page-out counters
+(/proc/vmstat pswpin/pswpout) at every collect() and report swapping when
+the bytes moved since the previous sample, per second, exceed a threshold
+(default 1 MiB/s). The collector reads the counters when it is built, so the
+first collect() already has a rate. The window is at least
+MIN_SWAP_WINDOW_SECONDS: two samples microseconds apart would otherwise turn
+a single page into megabytes per second, so a shorter interval is measured as
+if it lasted that long, and the baseline only moves once a full window has
+passed. The rate is an average over the window: a daemon that samples only
+on demand after an idle hour averages over that hour, so the daemon should
+sample on a timer for "now" to mean now. psutil.swap_memory() is not used
+for the counters because it reports 0 when /proc/vmstat cannot be read,
+which would look like "not swapping"; it also assumes 4 KiB pages, where we
+use the machine's page size.
+
+CPU speed: psutil.cpu_freq() maximum, else current, else the fastest "cpu MHz"
+of /proc/cpuinfo (VMs without cpufreq report only that). It is read once
+and kept: the maximum is a hardware constant, and /proc/cpuinfo can cost
+milliseconds on large machines (the kernel samples every CPU's clock).
+Load averages come from /proc/loadavg (psutil.getloadavg() is os.getloadavg()
+on Linux, which ignores PROCFS_PATH); uptime from psutil.boot_time().
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import mmap
+import os
+import time
+
+import psutil
+
+from get_hosts import wire
+
+from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, spare_sessions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SESSIONS_DIR = "/run/systemd/sessions"
+DEFAULT_SWAP_RATE_THRESHOLD_BYTES_PER_S = 2**20
+MIN_SWAP_WINDOW_SECONDS = 1.0
+# Hostname of last resort: the wire format requires one, and it is only
+# informational (clients name servers as their pool does).
+FALLBACK_HOSTNAME = "localhost"
+
+# The keys of collect()'s dict, in wire order.
+METRIC_KEYS = (
+    "hostname",
+    "sessions",
+    "cpu_count",
+    "cpu_mhz",
+    "load_1min",
+    "load_5min",
+    "load_15min",
+    "mem_total_bytes",
+    "mem_available_bytes",
+    "swap_used_bytes",
+    "swapping",
+    "uptime_seconds",
+)
+
+
+def _procfs(name):
+    # Looked up at each read, not at import, so PROCFS_PATH may change later.
+    return os.path.join(psutil.PROCFS_PATH, name)
+
+
+def _non_negative(name, value):
+    if value is None or not 0 <= value < math.inf:  # also false for NaN
+        raise ValueError(f"{name} is not a finite non-negative number (got {value!r})")
+    return value
+
+
+# --- sessions -----------------------------------------------------------------
+
+
+def _is_open_user_session(text):
+    """logind session file text -> whether it is a human's session still open."""
+    fields = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
+    # logind always writes CLASS; pam_systemd's default class is "user", so a
+    # file without one is counted (overcounting lowers the rating, the safe way).
+    session_class = fields.get("CLASS", "user")
+    is_user = session_class == "user" or session_class.startswith("user-")
+    return is_user and fields.get("STATE") != "closing"
+
+
+def count_logind_sessions(sessions_dir):
+    """Open user sessions registered with systemd-logind in sessions_dir.
+
+    FileNotFoundError when the directory does not exist (no logind here).
+    """
+    count = 0
+    with os.scandir(sessions_dir) as entries:
+        for entry in entries:
+            # logind keeps a FIFO "<id>.ref" beside each session file (opening
+            # it would block) and writes updates to a hidden temporary file
+            # that it renames over the old one (which would count twice).
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                with open(entry.path, encoding="utf-8", errors="replace") as session_file:
+                    text = session_file.read()
+            except FileNotFoundError:
+                continue  # the session closed between listing and reading
+            if _is_open_user_session(text):
+                count += 1
+    return count
+
+
+def count_utmp_sessions(users):
+    """Sessions in psutil.users() entries: distinct (user, terminal, host)."""
+    return len({(user.name, user.terminal, user.host) for user in users})
+
+
+# --- kernel files read directly --------------------------------------------------
+
+
+def read_loadavg():
+    """(load_1min, load_5min, load_15min) from /proc/loadavg."""
+    with open(_procfs("loadavg"), encoding="ascii") as loadavg_file:
+        fields = loadavg_file.read().split()
+    if len(fields) < 3:
+        raise ValueError(f"expected 3 load averages in /proc/loadavg, got {len(fields)} fields")
+    return tuple(_non_negative("load average", float(field)) for field in fields[:3])
+
+
+def read_swap_moved_bytes():
+    """Bytes paged in from and out to swap since boot (/proc/vmstat pswpin + pswpout)."""
+    pages = {}
+    with open(_procfs("vmstat"), "rb") as vmstat_file:
+        for line in vmstat_file:
+            if line.startswith((b"pswpin ", b"pswpout ")):
+                name, value = line.split()
+                pages[name] = int(value)
+    if len(pages) != 2:
+        raise ValueError("no pswpin and pswpout counters in /proc/vmstat")
+    return (pages[b"pswpin"] + pages[b"pswpout"]) * mmap.PAGESIZE
+
+
+def read_cpuinfo_mhz():
+    """The fastest "cpu MHz" of /proc/cpuinfo."""
+    speeds_mhz = []
+    with open(_procfs("cpuinfo"), "rb") as cpuinfo_file:
+        for line in cpuinfo_file:
+            if line.lower().startswith(b"cpu mhz"):
+                speeds_mhz.append(float(line.partition(b":")[2]))
+    speeds_mhz = [speed for speed in speeds_mhz if 0 < speed < math.inf]
+    if not speeds_mhz:
+        raise ValueError("psutil.cpu_freq() reports no speed and /proc/cpuinfo has no 'cpu MHz'")
+    return max(speeds_mhz)
+
+
+def read_cpu_mhz():
+    """CPU speed in MHz: psutil.cpu_freq() max, else current, else /proc/cpuinfo."""
+    try:
+        frequency = psutil.cpu_freq()
+    except Exception as error:  # psutil raises many types on odd sysfs trees
+        log.debug("psutil.cpu_freq() failed, trying /proc/cpuinfo: %s", error)
+        frequency = None
+    if frequency is not None:
+        for speed_mhz in (frequency.max, frequency.current):
+            if speed_mhz is not None and 0 < speed_mhz < math.inf:
+                return float(speed_mhz)
+    return read_cpuinfo_mhz()
+
+
+# --- the collector -----------------------------------------------------------------
+
+
+class StatsCollector:
+    """Reads this server's metrics; one instance lives as long as the daemon.
+
+    sessions_dir: systemd-logind's session directory; None counts utmp only.
+    use_utmp: fall back to utmp (psutil.users()) when sessions_dir is absent.
+    swap_rate_threshold_bytes_per_s: paging faster than this is "swapping".
+    clock: monotonic seconds, the time base of collect(now=...).
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions_dir=DEFAULT_SESSIONS_DIR,
+        use_utmp=True,
+        swap_rate_threshold_bytes_per_s=DEFAULT_SWAP_RATE_THRESHOLD_BYTES_PER_S,
+        clock=time.monotonic,
+    ):
+        threshold = swap_rate_threshold_bytes_per_s
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < math.inf:
+            raise ValueError(f"swap_rate_threshold_bytes_per_s is not a non-negative number (got {threshold!r})")
+        self.sessions_dir = sessions_dir
+        self.use_utmp = use_utmp
+        self.swap_rate_threshold_bytes_per_s = threshold
+        self._clock = clock
+        self._failing = set()  # names of the readers whose failure was logged
+        self._sessions_source = None
+        self._cpu_mhz = None
+        # One table drives collection: (reader name, keys it fills, method).
+        self._readers = (
+            ("hostname", ("hostname",), self._read_hostname),
+            ("sessions", ("sessions",), self._read_sessions),
+            ("cpu_count", ("cpu_count",), self._read_cpu_count),
+            ("cpu_mhz", ("cpu_mhz",), self._read_cpu_mhz),
+            ("load averages", ("load_1min", "load_5min", "load_15min"), self._read_load),
+            ("memory", ("mem_total_bytes", "mem_available_bytes"), self._read_memory),
+            ("swap_used_bytes", ("swap_used_bytes",), self._read_swap_used),
+            ("swapping", ("swapping",), self._read_swapping),
+            ("uptime_seconds", ("uptime_seconds",), self._read_uptime),
+        )
+        # The swap counters now, so the first collect() already has a rate.
+        # A failure here is reported by that collect(), not twice.
+        try:
+            self._swap_base = (clock(), read_swap_moved_bytes())
+        except Exception:
+            self._swap_base = None
+
+    def collect(self, now=None):
+        """One sample: a dict with exactly METRIC_KEYS, None where unknown.
+
+        now: monotonic seconds (default: the clock's now); used for the swap rate.
+        """
+        now = self._clock() if now is None else now
+        metrics = {}
+        for name, keys, reader in self._readers:
+            try:
+                values = reader(now)
+            except Exception as error:
+                # Any exception: psutil and the kernel files fail in many
+                # ways, and one broken metric must not cost the whole answer.
+                values = (None,) * len(keys)
+                if name not in self._failing:
+                    self._failing.add(name)
+                    log.warning(
+                        "cannot read %s (%s), leaving it out until it can be: %s: %s",
+                        name,
+                        ", ".join(keys),
+                        type(error).__name__,
+                        error,
+                    )
+            else:
+                if name in self._failing:
+                    self._failing.discard(name)
+                    log.info("%s can be read again", name)
+            metrics.update(zip(keys, values))
+        return metrics
+
+    def _read_hostname(self, _now):
+        hostname = os.uname().nodename
+        if not hostname or not hostname.isprintable() or " " in hostname or len(hostname) > 253:
+            raise ValueError(f"host name {hostname!r} is empty, too long or has blanks")
+        return (hostname,)
+
+    def _read_sessions(self, _now):
+        if self.sessions_dir is not None:
+            try:
+                count = count_logind_sessions(self.sessions_dir)
+            except FileNotFoundError:
+                if not self.use_utmp:
+                    raise
+            else:
+                self._note_sessions_source(f"systemd-logind ({self.sessions_dir})")
+                return (count,)
+        count = count_utmp_sessions(psutil.users())
+        self._note_sessions_source("utmp (no systemd-logind sessions directory)")
+        return (count,)
+
+    def _note_sessions_source(self, source):
+        if source != self._sessions_source:
+            self._sessions_source = source
+            log.info("counting sessions from %s", source)
+
+    def _read_cpu_count(self, _now):
+        count = psutil.cpu_count(logical=True)
+        if not count:
+            raise ValueError(f"psutil.cpu_count() returned {count!r}")
+        return (count,)
+
+    def _read_cpu_mhz(self, _now):
+        if self._cpu_mhz is None:
+            self._cpu_mhz = read_cpu_mhz()
+        return (self._cpu_mhz,)
+
+    def _read_load(self, _now):
+        return read_loadavg()
+
+    def _read_memory(self, _now):
+        memory = psutil.virtual_memory()
+        if not memory.total > 0:
+            raise ValueError(f"MemTotal is not positive (got {memory.total!r})")
+        return (memory.total, _non_negative("MemAvailable", memory.available))
+
+    def _read_swap_used(self, _now):
+        return (_non_negative("swap used", psutil.swap_memory().used),)
+
+    def _read_swapping(self, now):
+        moved_bytes = read_swap_moved_bytes()
+        base = self._swap_base
+        if base is None or moved_bytes < base[1]:
+            # No earlier sample, or the counters went back (wrapped): a rate
+            # needs two samples, so this one only starts the window.
+            self._swap_base = (now, moved_bytes)
+            return (None,)
+        base_time, base_moved_bytes = base
+        elapsed_seconds = now - base_time
+        rate_bytes_per_s = (moved_bytes - base_moved_bytes) / max(elapsed_seconds, MIN_SWAP_WINDOW_SECONDS)
+        if elapsed_seconds >= MIN_SWAP_WINDOW_SECONDS:
+            self._swap_base = (now, moved_bytes)
+        return (rate_bytes_per_s > self.swap_rate_threshold_bytes_per_s,)
+
+    def _read_uptime(self, _now):
+        return (_non_negative("uptime", time.time() - psutil.boot_time()),)
+
+
+def server_stats(
+    metrics,
+    *,
+    state,
+    weight,
+    sample_age_ms,
+    session_cpu_mhz=DEFAULT_SESSION_CPU_MHZ,
+    session_memory_bytes=DEFAULT_SESSION_MEMORY_BYTES,
+):
+    """A collect() dict plus the daemon's settings -> wire.ServerStats, rated.
+
+    state, weight: the admin's STATE and WEIGHT. sample_age_ms: how old the
+    metrics are. The budgets are the per-session ones of rating.spare_sessions.
+    """
+    rating = spare_sessions(
+        state=state,
+        weight=weight,
+        sessions=metrics.get("sessions"),
+        cpu_count=metrics.get("cpu_count"),
+        cpu_mhz=metrics.get("cpu_mhz"),
+        load_1min=metrics.get("load_1min"),
+        mem_total_bytes=metrics.get("mem_total_bytes"),
+        mem_available_bytes=metrics.get("mem_available_bytes"),
+        session_cpu_mhz=session_cpu_mhz,
+        session_memory_bytes=session_memory_bytes,
+    )
+    optional = {key: metrics.get(key) for key in METRIC_KEYS if key != "hostname"}
+    return wire.ServerStats(
+        hostname=metrics.get("hostname") or FALLBACK_HOSTNAME,
+        state=state,
+        weight=weight,
+        rating=rating,
+        sample_age_ms=max(0, int(sample_age_ms)),
+        **optional,
+    )
