@@ -1,0 +1,223 @@
+"""Choosing: which probed servers are usable, and in what order. Pure functions.
+
+No I/O here: the input is a list of probe.ProbeResult (or anything with
+.entry, .stats, .response_ms, .error), the limits from settings, a
+``random.Random`` and the client key; the output is an ordered list.
+
+Rules:
+
+- Every server gets one Verdict from the first filter of FILTERS that
+  rejects it, in this order: Down (no valid answer), Drain (state drain or
+  maint), Swapped (swapping now, when LB_SKIP_SWAPPING), Busy (load per CPU
+  above LB_MAX_LOAD, or answered slower than LB_MAX_RESPONSE_MS). These are
+  skipped. A server that passes is Idle when its rating is above 0, else Busy
+  as a last resort: used only after every Idle server.
+- An algorithm orders the Idle servers, then (separately) the last-resort
+  Busy ones; the output is the first list followed by the second.
+- ALGORITHMS maps each LB_ALGORITHM name to a function
+  ``(candidates, rng, client_key) -> ordered list`` that returns a
+  permutation of its input. NO_PROBE names the algorithms that need no
+  probing at all.
+- No usable server at all: the whole pool in configured order (a login
+  screen is never left without a host); Choice.fallback says why.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+from get_hosts.errors import GetHostsError
+
+IDLE, BUSY, SWAPPED, DRAIN, DOWN = "Idle", "Busy", "Swapped", "Drain", "Down"
+LABELS = (IDLE, BUSY, SWAPPED, DRAIN, DOWN)
+
+# Verdict.tier: PREFERRED and LAST_RESORT servers are usable, SKIPPED are not.
+PREFERRED, LAST_RESORT, SKIPPED = 0, 1, None
+
+Verdict = namedtuple("Verdict", "result label tier reason")
+Choice = namedtuple("Choice", "order verdicts fallback")
+Choice.__doc__ = """order: ProbeResults best first (usable ones, or the whole pool on fallback).
+
+verdicts: one Verdict per pool entry, in pool order. fallback: None, or why
+the whole pool was returned.
+"""
+
+# --- filters: (label, check) where check(result, limits) -> reason or None --
+
+
+def _no_answer(result, limits):
+    if result.stats is None:
+        return result.error or "no answer"
+    return None
+
+
+def _not_ready(result, limits):
+    state = result.stats.state
+    return None if state == "ready" else f"state {state}: takes no new sessions"
+
+
+def _swapping(result, limits):
+    if limits.skip_swapping and result.stats.swapping:
+        return "swapping now (LB_SKIP_SWAPPING)"
+    return None
+
+
+def _overloaded(result, limits):
+    load = result.stats.load_per_cpu
+    if limits.max_load is not None and load is not None and load > limits.max_load:
+        return f"load {load:.2f}/cpu above LB_MAX_LOAD {limits.max_load:g}"
+    return None
+
+
+def _too_slow(result, limits):
+    ms = result.response_ms
+    if limits.max_response_ms is not None and ms is not None and ms > limits.max_response_ms:
+        return f"answered in {ms:.0f} ms, above LB_MAX_RESPONSE_MS {limits.max_response_ms}"
+    return None
+
+
+FILTERS = (
+    (DOWN, _no_answer),
+    (DRAIN, _not_ready),
+    (SWAPPED, _swapping),
+    (BUSY, _overloaded),
+    (BUSY, _too_slow),
+)
+
+Limits = namedtuple("Limits", "max_load max_response_ms skip_swapping", defaults=(None, None, True))
+Limits.__doc__ = "The filter limits; a settings.Settings works too (same field names)."
+
+
+def assess(result, limits):
+    """One ProbeResult -> Verdict(result, label, tier, reason)."""
+    for label, check in FILTERS:
+        reason = check(result, limits)
+        if reason is not None:
+            return Verdict(result, label, SKIPPED, reason)
+    rating = result.stats.rating
+    if rating <= 0:
+        return Verdict(result, BUSY, LAST_RESORT, f"rating {rating:g}: full, used only after every Idle server")
+    return Verdict(result, IDLE, PREFERRED, f"rating {rating:g}")
+
+
+# --- algorithms: (candidates, rng, client_key) -> ordered list --------------
+
+
+def order_random(candidates, rng, client_key=None):
+    """Uniform shuffle."""
+    order = list(candidates)
+    rng.shuffle(order)
+    return order
+
+
+def order_best_rated(candidates, rng, client_key=None):
+    """Highest rating first; equal ratings in random order."""
+    return sorted(candidates, key=lambda c: (-c.stats.rating, rng.random()))
+
+
+def order_weighted(candidates, rng, client_key=None):
+    """Weighted sampling without replacement, weight = rating (Efraimidis-Spirakis).
+
+    Each server draws key = u ** (1/w), compared as log(u)/w (same order, no
+    underflow); sorting by key descending gives the whole list, the first
+    being server i with probability w_i / sum(w). Servers with w <= 0 come
+    last, in random order.
+    """
+
+    def key(candidate):
+        weight = candidate.stats.rating
+        u = 1.0 - rng.random()  # in (0, 1]: log is defined
+        if weight > 0:
+            return (1, math.log(u) / weight)
+        return (0, u)
+
+    return sorted(candidates, key=key, reverse=True)
+
+
+def unit_hash(text):
+    """A stable uniform float in (0, 1) from TEXT: 64-bit FNV-1a, then murmur3's fmix64.
+
+    Pure Python so that mac-hash needs no hashlib (OpenSSL) at start-up; the
+    finaliser spreads every input bit over the output, so near-identical
+    MACs land far apart. Stable across runs, machines and Python versions.
+    """
+    value = 0xCBF29CE484222325
+    for byte in text.encode("utf-8", "surrogateescape"):
+        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & 0xFFFFFFFFFFFFFFFF
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & 0xFFFFFFFFFFFFFFFF
+    value ^= value >> 33
+    return ((value >> 11) + 0.5) / 9007199254740992.0  # 53 bits, never 0 or 1
+
+
+def rendezvous_score(client_key, entry, weight):
+    """Weighted rendezvous (HRW) score of one server for one client: -w / ln(h).
+
+    h hashes the client key with the pool entry's name and port (two servers
+    on one host differ by port). Higher is better.
+    """
+    h = unit_hash(f"{client_key}\n{entry.name}\n{entry.port}")
+    return -weight / math.log(h)
+
+
+def order_mac_hash(candidates, rng=None, client_key=""):
+    """Weighted rendezvous hashing on the client key (its MAC).
+
+    Weight is the server's advertised WEIGHT (stable, unlike the rating), so
+    a client keeps its server while that server is usable, and one server
+    leaving or joining moves only about its share of the clients. Servers
+    advertising weight 0 come last. Ties (only with weight 0) by pool name.
+    """
+
+    def key(candidate):
+        weight = candidate.stats.weight if candidate.stats is not None else 100
+        return (-rendezvous_score(client_key, candidate.entry, weight), candidate.entry.name, candidate.entry.port)
+
+    return sorted(candidates, key=key)
+
+
+def order_fixed(candidates, rng=None, client_key=None):
+    """The pool exactly as configured."""
+    return list(candidates)
+
+
+ALGORITHMS = {
+    "random": order_random,
+    "best-rated": order_best_rated,
+    "weighted": order_weighted,
+    "mac-hash": order_mac_hash,
+    "fixed": order_fixed,
+}
+NO_PROBE = frozenset({"fixed"})
+
+
+def get_algorithm(name):
+    """The ordering function for NAME, or GetHostsError listing the valid names."""
+    try:
+        return ALGORITHMS[name]
+    except KeyError:
+        valid = ", ".join(sorted(ALGORITHMS))
+        raise GetHostsError(f"unknown LB_ALGORITHM {name!r} (valid: {valid})") from None
+
+
+def choose(results, limits, algorithm, rng, client_key=None):
+    """Probe results (pool order) -> Choice(order, verdicts, fallback).
+
+    ALGORITHM is a function of ALGORITHMS. Usable servers: Idle ones ordered
+    by it, then last-resort Busy ones ordered by it. None usable: the whole
+    pool in configured order, with the reason in Choice.fallback.
+    """
+    verdicts = [assess(result, limits) for result in results]
+    preferred = [v.result for v in verdicts if v.tier == PREFERRED]
+    last_resort = [v.result for v in verdicts if v.tier == LAST_RESORT]
+    order = algorithm(preferred, rng, client_key) + algorithm(last_resort, rng, client_key)
+    if order:
+        return Choice(order, verdicts, None)
+    counts = {}
+    for verdict in verdicts:
+        counts[verdict.label] = counts.get(verdict.label, 0) + 1
+    summary = ", ".join(f"{n} {label}" for label, n in counts.items())
+    return Choice(list(results), verdicts, f"no usable server ({summary}); using the whole pool in configured order")

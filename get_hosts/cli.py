@@ -1,0 +1,210 @@
+"""The get_hosts command: settings -> probe -> choose -> one line for LDM.
+
+Rules:
+
+- stdout gets exactly one line of pool names (or --status's table, or
+  --json's document); everything else goes to stderr, prefixed
+  ``get_hosts: warning:``, ``get_hosts: explain:`` or ``get_hosts: error:``.
+- Exit 0 whenever a host (or the table/document) was printed; 2 when nothing
+  can be printed, with one ``get_hosts: error: ...`` line.
+- A login screen is never left without a host: no usable server prints the
+  whole pool in configured order, and an unexpected bug after the pool is
+  known prints the pool too (the traceback only with --debug).
+- Start-up time matters (every login, weak hardware): only what the run
+  needs is imported, and late. No argparse: the flags are few.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from get_hosts import __version__
+from get_hosts.errors import GetHostsError
+
+PROG = "get_hosts"
+USAGE = f"""usage: {PROG} [--first | --status | --json] [--explain] [--lts-conf FILE] [--debug]
+
+Probe the LTSP application servers of the pool and print the usable ones on
+one line, best first, for LDM (LDM_SERVER=$({PROG})).
+
+options:
+  --first          print only the best host (XDMCP: X -query $({PROG} --first))
+  --status         print a table: host, state, rating, sessions, load per CPU,
+                   response ms and the reason, one line per pool member
+  --json           the same as --status, as JSON
+  --explain        say on stderr why each server was kept or skipped
+  --lts-conf FILE  read FILE instead of $LTS_CONF or /etc/lts.conf
+  --debug          tracebacks and timings on stderr
+  --help           this help
+  --version        the version
+
+Variables (environment first, then lts.conf):
+"""
+
+_FLAGS = ("--first", "--status", "--json", "--explain", "--debug", "--help", "--version")
+
+
+class Options:
+    """The parsed command line."""
+
+    __slots__ = ("debug", "explain", "first", "help", "json", "lts_conf", "status", "version")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, None if name == "lts_conf" else False)
+
+
+def parse_args(argv):
+    """argv (without the program name) -> Options, or GetHostsError naming the bad argument."""
+    options = Options()
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if arg in _FLAGS:
+            setattr(options, arg[2:], True)
+        elif arg == "-h":
+            options.help = True
+        elif arg == "--lts-conf":
+            if not args:
+                raise GetHostsError("--lts-conf needs a FILE")
+            options.lts_conf = args.pop(0)
+        elif arg.startswith("--lts-conf="):
+            options.lts_conf = arg.split("=", 1)[1]
+        else:
+            from get_hosts.report import escape
+
+            kind = "option" if arg.startswith("-") else "argument"
+            raise GetHostsError(f"unknown {kind} {escape(arg)!r} (see --help)")
+        if options.lts_conf == "":
+            raise GetHostsError("--lts-conf needs a FILE")
+    if options.status + options.json + options.first > 1:
+        raise GetHostsError("--first, --status and --json exclude each other")
+    return options
+
+
+def _client_key(settings, out):
+    """The mac-hash key: this client's MAC, else hostname, else IP; OUT gets explain lines."""
+    from get_hosts.identity import client_identity
+
+    identity = client_identity(settings.servers[0].host)
+    if identity.mac:
+        out.append(f"mac-hash key: MAC {identity.mac} of {identity.interface}")
+        return identity.mac, "mac"
+    for source, value in (("hostname", identity.hostname), ("ip", identity.ip)):
+        if value:
+            out.append(f"mac-hash key: no MAC found, hashing on the {source} {value}")
+            return value, source
+    out.append("mac-hash key: no MAC, hostname or IP found; every such client gets the same order")
+    return "", None
+
+
+def _run(options, environ, state):
+    from get_hosts import settings as settings_module
+
+    settings = settings_module.load_settings(environ, options.lts_conf)
+    state["settings"] = settings
+    for warning in settings.warnings:
+        _stderr(f"{PROG}: warning: {_escape(warning)}")
+    from get_hosts import choose
+
+    algorithm = choose.get_algorithm(settings.algorithm)
+    explain = [f"algorithm {settings.algorithm}, pool of {len(settings.servers)}, deadline {settings.timeout_ms} ms"]
+    wants_table = options.status or options.json
+
+    if settings.algorithm in choose.NO_PROBE and not wants_table:
+        explain.append(f"{settings.algorithm}: no probing, the pool as configured")
+        from get_hosts.report import host_line
+
+        _emit(options, explain, host_line(settings.servers, options.first))
+        return 0
+
+    client_key = key_source = None
+    if settings.algorithm == "mac-hash":
+        client_key, key_source = _client_key(settings, explain)
+
+    from time import monotonic
+
+    from get_hosts.probe import probe_pool
+
+    started = monotonic()
+    results = probe_pool(settings.servers, settings.timeout_ms)
+    probe_ms = (monotonic() - started) * 1000.0
+    explain.append(f"probed {len(results)} servers in {probe_ms:.0f} ms")
+
+    import random
+
+    choice = choose.choose(results, settings, algorithm, random.Random(), client_key)
+    if settings.algorithm in choose.NO_PROBE:
+        # --status of a no-probe algorithm: show the probe, print the pool as configured.
+        choice = choose.Choice(list(results), choice.verdicts, choice.fallback)
+    from get_hosts import report
+
+    explain.extend(report.explain_lines(choice, settings.algorithm))
+    if choice.fallback:
+        _stderr(f"{PROG}: warning: {_escape(choice.fallback)}")
+    if options.json:
+        text = report.status_json(choice, settings.algorithm, probe_ms, key_source)
+    elif options.status:
+        text = report.status_table(choice)
+    else:
+        text = report.host_line(choice.order, options.first)
+    _emit(options, explain, text)
+    return 0
+
+
+def _escape(text):
+    from get_hosts.report import escape
+
+    return escape(text, 1000)
+
+
+def _stderr(line):
+    sys.stderr.write(line + "\n")
+
+
+def _emit(options, explain, text):
+    if options.explain or options.debug:
+        kind = "explain" if options.explain else "debug"
+        for line in explain:
+            _stderr(f"{PROG}: {kind}: {_escape(line)}")
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def main(argv=None, environ=None):
+    """Run get_hosts; return the exit status (0 printed something, 2 nothing to print)."""
+    if argv is None:
+        argv = sys.argv[1:]
+    if environ is None:
+        import os
+
+        environ = os.environ
+    state = {}
+    try:
+        options = parse_args(argv)
+        if options.help:
+            from get_hosts.settings import variables_help
+
+            sys.stdout.write(USAGE + variables_help() + "\n")
+            return 0
+        if options.version:
+            sys.stdout.write(f"{PROG} {__version__}\n")
+            return 0
+        return _run(options, environ, state)
+    except GetHostsError as error:
+        _stderr(f"{PROG}: error: {_escape(error)}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        if "--debug" in argv:
+            raise
+        settings = state.get("settings")
+        _stderr(f"{PROG}: error: internal error: {type(error).__name__}: {_escape(error)} (run with --debug)")
+        if settings is None:
+            return 2
+        # Still give LDM a host: the pool as configured.
+        from get_hosts.report import host_line
+
+        sys.stdout.write(host_line(settings.servers, "--first" in argv) + "\n")
+        return 0
