@@ -6,7 +6,7 @@ Rules:
   converter, help); defaults, validation and the documentation all come
   from that table.
 - The environment first (LTSP exports lts.conf to screen scripts), then
-  lts.conf, then the default. An empty value counts as unset, in the
+  lts.conf, then the default. An empty (or blank) value counts as unset, in the
   environment as in lts.conf (``LB_TIMEOUT=`` or ``LB_TIMEOUT =``): the next
   source decides. ``NONE`` unsets, as in lts.conf: the default applies and
   lts.conf is not consulted for that variable.
@@ -311,10 +311,10 @@ def _read_conf(environ, lts_conf_path, identity, warnings):
 def _lookup(name, environ, entries):
     """(text or None, source) for NAME: environment, then lts.conf; None when unset."""
     value = environ.get(name)
-    if value:
+    if value and value.strip():
         return (None if value == "NONE" else value), ENVIRONMENT
     entry = entries.get(name)
-    if entry is not None and entry.value:
+    if entry is not None and entry.value.strip():
         return entry.value, f"{entry.path}:{entry.lineno}"
     return None, None
 
