@@ -174,8 +174,8 @@ SCHEMA = (
         "2",
         seconds(0.1, 3600),
         "How long one sample of the statistics is reused, in seconds. A storm of logins "
-        "costs one sample per this interval, not one per client. Nothing is sampled "
-        "while nobody asks.",
+        "costs one sample per this interval, not one per client. While nobody asks, "
+        "the daemon samples once a minute and is otherwise idle.",
     ),
     Key(
         "MAX_CLIENTS",
