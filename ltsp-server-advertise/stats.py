@@ -50,8 +50,9 @@ for the counters because it reports 0 when /proc/vmstat cannot be read,
 which would look like "not swapping"; it also assumes 4 KiB pages, where we
 use the machine's page size.
 
-CPU speed: psutil.cpu_freq() maximum, else current, else the fastest "cpu MHz"
-of /proc/cpuinfo (VMs without cpufreq report only that). It is read once
+CPU speed: psutil.cpu_freq() maximum, else current (both the mean over CPUs,
+so cpu_count * cpu_mhz is the machine's total), else the mean "cpu MHz" of
+/proc/cpuinfo (VMs without cpufreq report only that). It is read once
 and kept: the maximum is a hardware constant, and /proc/cpuinfo can cost
 milliseconds on large machines (the kernel samples every CPU's clock).
 Load averages come from /proc/loadavg (psutil.getloadavg() is os.getloadavg()
@@ -176,7 +177,7 @@ def read_swap_moved_bytes():
 
 
 def read_cpuinfo_mhz():
-    """The fastest "cpu MHz" of /proc/cpuinfo."""
+    """The mean "cpu MHz" of /proc/cpuinfo, as psutil.cpu_freq() averages its CPUs."""
     speeds_mhz = []
     with open(_procfs("cpuinfo"), "rb") as cpuinfo_file:
         for line in cpuinfo_file:
@@ -185,7 +186,7 @@ def read_cpuinfo_mhz():
     speeds_mhz = [speed for speed in speeds_mhz if 0 < speed < math.inf]
     if not speeds_mhz:
         raise ValueError("psutil.cpu_freq() reports no speed and /proc/cpuinfo has no 'cpu MHz'")
-    return max(speeds_mhz)
+    return sum(speeds_mhz) / len(speeds_mhz)
 
 
 def read_cpu_mhz():
