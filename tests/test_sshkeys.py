@@ -1,0 +1,623 @@
+"""ltsp-update-sshkeys against real sshd servers on 127.0.0.1, run as the real command.
+
+The end-to-end tests start /usr/sbin/sshd (root only, as in CI) on free
+loopback ports with host keys generated here, run the script as a
+subprocess and check the files byte for byte; the chroot test also has the
+real ssh client verify a server's key against the written file. Parsing is
+tested on tables through the script's own functions. Nothing is mocked.
+"""
+
+import contextlib
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "ltsp-update-sshkeys"
+SSHD = "/usr/sbin/sshd"
+KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+# For `ssh -o HostKeyAlgorithms=...`: which algorithm proves which key type.
+HOST_KEY_ALGORITHM = {
+    "ssh-ed25519": "ssh-ed25519",
+    "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp256",
+    "ssh-rsa": "rsa-sha2-512",
+}
+
+
+def load_script_module():
+    loader = importlib.machinery.SourceFileLoader("ltsp_update_sshkeys", str(SCRIPT))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+sshkeys = load_script_module()
+
+
+def missing_ssh_tools():
+    """Why the sshd tests cannot run here, or None."""
+    if not os.path.exists(SSHD):
+        return f"{SSHD} missing (apt-get install openssh-server; `make test` does it as root)"
+    for tool in ("ssh-keyscan", "ssh-keygen", "ssh"):
+        if shutil.which(tool) is None:
+            return f"{tool} missing (apt-get install openssh-client)"
+    if os.geteuid() != 0:
+        return "sshd needs root to start (CI runs as root)"
+    return None
+
+
+needs_sshd = pytest.mark.skipif(missing_ssh_tools() is not None, reason=str(missing_ssh_tools()))
+
+
+def free_loopback_port():
+    """A port nothing listens on right now (bound, read, released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def generate_host_keys(directory):
+    """ssh_host_<type>_key(.pub) in directory; returns {key_type: blob} from the .pub files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = {}
+    for key_type in KEY_TYPES:
+        path = directory / f"ssh_host_{key_type}_key"
+        size = ["-b", "2048"] if key_type == "rsa" else []  # 2048 is enough for a test and fast
+        subprocess.run(["ssh-keygen", "-q", "-t", key_type, *size, "-N", "", "-C", "test", "-f", str(path)], check=True)
+        algorithm, blob = path.with_suffix(".pub").read_text().split()[:2]
+        keys[algorithm] = blob
+    return keys
+
+
+class Sshd:
+    """A real sshd on 127.0.0.1:port with its own host keys."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.keys = generate_host_keys(directory)
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+        self.port = free_loopback_port()
+        config = directory / "sshd_config"
+        host_keys = "".join(f"HostKey {directory}/ssh_host_{key_type}_key\n" for key_type in KEY_TYPES)
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\n{host_keys}"
+            "UsePAM no\nPidFile none\nStrictModes no\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nAuthorizedKeysFile none\n"
+        )
+        self.process = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config), "-o", "LogLevel=ERROR"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self._wait_for_banner()
+
+    def _wait_for_banner(self):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited: {self.process.stderr.read().decode(errors='replace')}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as connection:
+                    if connection.recv(64).startswith(b"SSH-2.0-"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd did not listen on 127.0.0.1:{self.port} within 10 s")
+
+    @property
+    def name(self):
+        return f"[127.0.0.1]:{self.port}"
+
+    @property
+    def spec(self):
+        return f"127.0.0.1:{self.port}"
+
+    def lines(self):
+        """The known_hosts lines the script must write for this server, in its sorted order."""
+        return [f"{self.name} {algorithm} {self.keys[algorithm]}\n" for algorithm in sorted(self.keys)]
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def sshd_a(tmp_path_factory):
+    server = Sshd(tmp_path_factory.mktemp("sshd_a"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sshd_b(tmp_path_factory):
+    server = Sshd(tmp_path_factory.mktemp("sshd_b"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_keys(tmp_path_factory):
+    """Host keys standing in for this LTSP server's /etc/ssh."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen missing (apt-get install openssh-client)")
+    directory = tmp_path_factory.mktemp("own_etc_ssh")
+    return directory, generate_host_keys(directory)
+
+
+@pytest.fixture
+def site(tmp_path, own_keys):
+    """A base with chroots, a cache path and an empty extraservers file, all in tmp_path."""
+    base = tmp_path / "opt_ltsp"
+    for chroot in ("amd64", "i386"):
+        (base / chroot / "etc" / "ssh").mkdir(parents=True)
+    (tmp_path / "extraservers").write_text("")
+    return Site(tmp_path, base, own_keys[0], own_keys[1])
+
+
+class Site:
+    def __init__(self, root, base, host_keys_dir, own_keys):
+        self.root = root
+        self.base = base
+        self.host_keys_dir = host_keys_dir
+        self.own_keys = own_keys
+        self.cache = root / "ssh_known_hosts.auto"
+        self.extraservers = root / "extraservers"
+
+    def known_hosts(self, chroot="i386"):
+        return self.base / chroot / "etc" / "ssh" / "ssh_known_hosts"
+
+    def run(self, *arguments, timeout=60):
+        """The real command with this site's paths; returns the CompletedProcess."""
+        command = [
+            sys.executable,
+            str(SCRIPT),
+            "--base",
+            str(self.base),
+            "--cache",
+            str(self.cache),
+            "--extraservers",
+            str(self.extraservers),
+            "--host-keys-dir",
+            str(self.host_keys_dir),
+            "--timeout",
+            "2",
+            *arguments,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def expected_text(self, own_names, *servers):
+        names = ",".join(own_names)
+        own = [f"{names} {algorithm} {self.own_keys[algorithm]}\n" for algorithm in sorted(self.own_keys)]
+        extra = [line for server in sorted(servers, key=lambda s: s.port) for line in server.lines()]
+        return sshkeys.HEADER + "".join(own) + "".join(extra)
+
+
+def own_names_written(text):
+    """The names of the own-key lines (those carrying `server`)."""
+    for line in text.splitlines():
+        if line.startswith("server,") or line.startswith("server "):
+            return line.split()[0].split(",")
+    raise AssertionError(f"no line for `server` in:\n{text}")
+
+
+def ssh_verdict(known_hosts, port, algorithm):
+    """Run the real ssh client against 127.0.0.1:port trusting only known_hosts; return its stderr."""
+    result = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            f"GlobalKnownHostsFile={known_hosts}",
+            "-o",
+            f"HostKeyAlgorithms={algorithm}",
+            "-o",
+            "ConnectTimeout=5",
+            "-p",
+            str(port),
+            "nobody@127.0.0.1",
+            "true",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    return result.stderr
+
+
+# ---------------------------------------------------------------- parsing tables
+
+
+@pytest.mark.parametrize(
+    ("spec", "host", "port", "known_hosts_name"),
+    [
+        ("ltsp1", "ltsp1", 22, "ltsp1"),
+        ("LTSP1.Example.ORG", "ltsp1.example.org", 22, "ltsp1.example.org"),
+        ("ltsp1.example.org.", "ltsp1.example.org", 22, "ltsp1.example.org"),
+        ("ltsp1:22", "ltsp1", 22, "ltsp1"),
+        ("ltsp1:2222", "ltsp1", 2222, "[ltsp1]:2222"),
+        ("10.0.0.2", "10.0.0.2", 22, "10.0.0.2"),
+        ("10.0.0.2:65535", "10.0.0.2", 65535, "[10.0.0.2]:65535"),
+        ("[fd00::2]:2222", "fd00::2", 2222, "[fd00::2]:2222"),
+        ("[FD00:0::2]", "fd00::2", 22, "fd00::2"),
+        ("fd00::2", "fd00::2", 22, "fd00::2"),
+        ("  ltsp1  ", "ltsp1", 22, "ltsp1"),
+    ],
+)
+def test_parse_server_accepts(spec, host, port, known_hosts_name):
+    server = sshkeys.parse_server(spec)
+    assert (server.host, server.port, server.known_hosts_name) == (host, port, known_hosts_name)
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ("", "expected one host"),
+        ("two hosts", "expected one host"),
+        ("ltsp1:0", "port is not 1-65535 (got '0')"),
+        ("ltsp1:65536", "port is not 1-65535"),
+        ("ltsp1:", "port is not 1-65535 (got '')"),
+        ("ltsp1:ssh", "port is not 1-65535 (got 'ssh')"),
+        ("[fd00::2", "missing ']'"),
+        ("[fd00::2]2222", "expected ':port' after ']'"),
+        ("[ltsp1]:2222", "not an IP address inside brackets"),
+        ("fd00::2:x:2222:", "IPv6 with a port must be written"),
+        ("bad!host", "not a host name or address (got 'bad!host')"),
+        ("-oProxyCommand=x", "not a host name or address"),
+        ("a..b", "not a host name or address"),
+    ],
+)
+def test_parse_server_rejects(spec, reason):
+    with pytest.raises(ValueError) as raised:
+        sshkeys.parse_server(spec)
+    assert reason in str(raised.value)
+
+
+def test_parse_known_hosts_reads_plain_lines_only():
+    text = (
+        "# comment\n"
+        "a,[b]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIUeUvW5qa/8ncXNQ2hQAELDux7LCEICaBlvIywe7SIK\n"
+        "|1|hash= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIUeUvW5qa/8ncXNQ2hQAELDux7LCEICaBlvIywe7SIK\n"
+        "@revoked c ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIUeUvW5qa/8ncXNQ2hQAELDux7LCEICaBlvIywe7SIK\n"
+        "d ssh-ed25519 not*base64\n"
+        "e\n"
+    )
+    keys = sshkeys.parse_known_hosts(text)
+    assert sorted(keys) == ["[b]:2222", "a"]
+    assert {key.key_type for key in keys["a"]} == {"ssh-ed25519"}
+
+
+# ---------------------------------------------------------------- the real command
+
+
+@needs_sshd
+def test_every_chroot_gets_own_and_extra_keys_that_ssh_accepts(site, sshd_a):
+    (site.base / "arm64" / "etc").mkdir(parents=True)  # a chroot without etc/ssh yet
+    (site.base / "images" / "etc").mkdir(parents=True)  # LTSP's image store, never a chroot
+    (site.base / ".staging" / "etc").mkdir(parents=True)
+    (site.base / "not-a-chroot").mkdir()
+    (site.base / "README").write_text("a file, not a chroot\n")
+
+    result = site.run(sshd_a.spec, "--own-name", "ltsp-lab")
+
+    assert result.returncode == 0, result.stderr
+    text = site.known_hosts("i386").read_text()
+    names = own_names_written(text)
+    assert names[0] == "server"
+    assert socket.gethostname().lower() in names
+    assert names[-1] == "ltsp-lab"
+    assert text == site.expected_text(names, sshd_a)
+    for chroot in ("amd64", "arm64", "i386"):
+        path = site.known_hosts(chroot)
+        assert path.read_text() == text
+        assert path.stat().st_mode & 0o7777 == 0o644
+    assert not (site.base / "images" / "etc" / "ssh").exists()
+    assert not (site.base / ".staging" / "etc" / "ssh").exists()
+    assert not (site.base / "not-a-chroot" / "etc").exists()
+
+    # The real ssh client trusts the server through the written file, for every key type...
+    for algorithm in sorted(sshd_a.keys):
+        verdict = ssh_verdict(site.known_hosts("amd64"), sshd_a.port, HOST_KEY_ALGORITHM[algorithm])
+        assert "Permission denied" in verdict, verdict
+    # ...and refuses it without the file's lines: the check above can fail.
+    header_only = site.root / "header_only"
+    header_only.write_text(sshkeys.HEADER)
+    verdict = ssh_verdict(header_only, sshd_a.port, "ssh-ed25519")
+    assert "Host key verification failed" in verdict, verdict
+
+
+@needs_sshd
+def test_own_keys_named_by_own_name_are_trusted(tmp_path, sshd_a):
+    """Pointing --host-keys-dir at sshd_a's keys makes it "this server"; ssh checks the own-key line."""
+    base = tmp_path / "base"
+    (base / "i386" / "etc").mkdir(parents=True)
+    (tmp_path / "extraservers").write_text("# no extra servers\n")
+    result = subprocess.run(
+        [
+            *(sys.executable, str(SCRIPT), "--base", str(base), "--cache", str(tmp_path / "cache")),
+            *("--extraservers", str(tmp_path / "extraservers"), "--host-keys-dir", str(sshd_a.directory)),
+            *("--own-name", sshd_a.name, "-q"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    known_hosts = base / "i386" / "etc" / "ssh" / "ssh_known_hosts"
+    assert not (tmp_path / "cache").exists()  # no extra servers and no cache yet: nothing to remember
+    verdict = ssh_verdict(known_hosts, sshd_a.port, "ssh-ed25519")
+    assert "Permission denied" in verdict, verdict
+
+
+@needs_sshd
+def test_second_sshd_on_another_port_gets_bracketed_lines(site, sshd_a, sshd_b):
+    result = site.run(sshd_b.spec, sshd_a.spec)
+
+    assert result.returncode == 0, result.stderr
+    text = site.known_hosts().read_text()
+    assert text == site.expected_text(own_names_written(text), sshd_a, sshd_b)
+    for server in (sshd_a, sshd_b):
+        lines = [line for line in text.splitlines() if line.startswith(f"[127.0.0.1]:{server.port} ")]
+        assert len(lines) == 3
+    assert site.cache.read_text() == sshkeys.CACHE_HEADER + "".join(
+        line for server in sorted((sshd_a, sshd_b), key=lambda s: s.port) for line in server.lines()
+    )
+
+
+@needs_sshd
+def test_closed_port_is_named_and_exits_1_after_writing_the_rest(site, sshd_a):
+    closed_port = free_loopback_port()
+    site.extraservers.write_text(f"{sshd_a.spec}\n127.0.0.1:{closed_port}\n")
+
+    result = site.run()
+
+    assert result.returncode == 1
+    assert f"server [127.0.0.1]:{closed_port} did not answer: no last known keys" in result.stderr
+    assert "Traceback" not in result.stderr
+    text = site.known_hosts("amd64").read_text()
+    assert text == site.expected_text(own_names_written(text), sshd_a)
+    assert site.known_hosts("i386").read_text() == text
+
+
+@needs_sshd
+@pytest.mark.parametrize("remembered_by", ["cache", "chroot"])
+def test_stopped_server_keeps_its_last_known_keys(site, tmp_path, sshd_a, remembered_by):
+    going_away = Sshd(tmp_path / "going_away")
+    try:
+        first = site.run(sshd_a.spec, going_away.spec)
+        assert first.returncode == 0, first.stderr
+    finally:
+        going_away.stop()
+    before = site.known_hosts().read_bytes()
+    cache_before = site.cache.read_bytes()
+    assert going_away.lines()[0].encode() in cache_before
+    if remembered_by == "chroot":
+        site.cache.unlink()  # e.g. a fresh /etc/ltsp: the chroots still know the keys
+
+    second = site.run(sshd_a.spec, going_away.spec)
+
+    assert second.returncode == 1
+    assert f"server {going_away.name} did not answer: kept its 3 last known keys" in second.stderr
+    assert site.known_hosts().read_bytes() == before
+    assert site.known_hosts("amd64").read_bytes() == before
+    assert site.cache.read_bytes() == cache_before
+
+
+@needs_sshd
+def test_server_that_never_speaks_times_out(site, sshd_a):
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts (the kernel does) but never sends a banner
+        silent_port = silent.getsockname()[1]
+        started = time.monotonic()
+        result = site.run(sshd_a.spec, f"127.0.0.1:{silent_port}", "--timeout", "1")
+        elapsed = time.monotonic() - started
+
+    assert result.returncode == 1
+    assert f"server [127.0.0.1]:{silent_port} did not answer" in result.stderr
+    assert elapsed < 1 + sshkeys.KEYSCAN_SLACK_SECONDS + 3
+    assert f"[127.0.0.1]:{sshd_a.port} ssh-ed25519" in site.known_hosts().read_text()
+
+
+@needs_sshd
+def test_second_run_changes_nothing(site, sshd_a):
+    site.extraservers.write_text(f"{sshd_a.spec}\n")
+    assert site.run().returncode == 0
+    paths = [site.known_hosts("amd64"), site.known_hosts("i386"), site.cache]
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino) for path in paths}
+    time.sleep(0.05)  # a rewrite would get a later mtime
+
+    result = site.run()
+
+    assert result.returncode == 0, result.stderr
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns, path.stat().st_ino) for path in paths} == before
+    assert result.stderr.count("unchanged") == 3
+    assert "wrote" not in result.stderr
+
+
+@needs_sshd
+def test_reader_never_sees_a_partial_file(site, sshd_a, sshd_b):
+    """Runs alternate between two server lists while a thread reads the file as fast as it can."""
+    path = site.known_hosts()
+    seen = []
+    stop = threading.Event()
+
+    def read_continuously():
+        while not stop.is_set():
+            with contextlib.suppress(FileNotFoundError):  # before the first run wrote it
+                seen.append(path.read_bytes())
+
+    reader = threading.Thread(target=read_continuously)
+    reader.start()
+    try:
+        outputs = set()
+        for run in range(6):
+            servers = [sshd_a.spec] if run % 2 == 0 else [sshd_a.spec, sshd_b.spec]
+            result = site.run(*servers, "-q")
+            assert result.returncode == 0, result.stderr
+            outputs.add(path.read_bytes())
+    finally:
+        stop.set()
+        reader.join()
+
+    assert len(outputs) == 2  # the content really changed between runs
+    assert len(seen) > 100
+    assert set(seen) <= outputs
+    assert sorted(os.listdir(path.parent)) == ["ssh_known_hosts"]  # no temporary left beside
+
+
+@needs_sshd
+def test_extraservers_comments_blank_and_bad_lines(site, sshd_a):
+    site.extraservers.write_text(
+        "# LTSP application servers\n"
+        "\n"
+        f"{sshd_a.spec}   # the lab server\n"
+        "two words\n"
+        "   \n"
+        "ltsp1:0\n"
+        "[fd00::2\n"
+        f"127.0.0.1:{sshd_a.port}\n"  # listed twice: scanned and written once
+    )
+
+    result = site.run("--export", "-")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"ltsp-update-sshkeys: warning: {site.extraservers}:4: skipping bad server 'two words': "
+        "expected one host or host:port",
+        f"ltsp-update-sshkeys: warning: {site.extraservers}:6: skipping bad server 'ltsp1:0': "
+        "port is not 1-65535 (got '0')",
+        f"ltsp-update-sshkeys: warning: {site.extraservers}:7: skipping bad server '[fd00::2': missing ']'",
+    ]
+    assert result.stdout == site.expected_text(own_names_written(result.stdout), sshd_a)
+
+
+@needs_sshd
+def test_export_touches_no_chroot_and_no_cache(site, sshd_a):
+    exported = site.root / "exported"
+
+    to_stdout = site.run(sshd_a.spec, "--export", "-", "-q")
+    to_file = site.run(sshd_a.spec, "--export", str(exported), "-q")
+
+    assert (to_stdout.returncode, to_stdout.stderr) == (0, "")
+    assert (to_file.returncode, to_file.stderr) == (0, "")
+    assert to_stdout.stdout == site.expected_text(own_names_written(to_stdout.stdout), sshd_a)
+    assert exported.read_text() == to_stdout.stdout
+    assert exported.stat().st_mode & 0o7777 == 0o644
+    assert not site.known_hosts("i386").exists()
+    assert not site.known_hosts("amd64").exists()
+    assert not site.cache.exists()
+
+
+def test_symlinked_etc_ssh_is_skipped(site, tmp_path):
+    elsewhere = tmp_path / "servers_own_etc_ssh"
+    elsewhere.mkdir()
+    (site.base / "linked" / "etc").mkdir(parents=True)
+    (site.base / "linked" / "etc" / "ssh").symlink_to(elsewhere)
+
+    result = site.run()
+
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {site.base / 'linked'}: etc or etc/ssh is a symlink, skipped" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert site.known_hosts("i386").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["bad!host"], "bad server 'bad!host': not a host name or address (got 'bad!host')"),
+        (["--own-name", "a,b"], "bad own name 'a,b': no spaces or commas, no leading # @ | !"),
+        (["--base", "/nonexistent/opt/ltsp"], "base directory /nonexistent/opt/ltsp does not exist"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(site, arguments, message):
+    result = site.run(*arguments)
+
+    assert result.returncode == 2
+    assert result.stderr == f"ltsp-update-sshkeys: error: {message}\n"
+    assert not site.known_hosts().exists()
+
+
+def test_missing_explicit_extraservers_is_an_error(site):
+    site.extraservers.unlink()
+
+    result = site.run()
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ltsp-update-sshkeys: error: cannot read extraservers file {site.extraservers}: no such file\n"
+    )
+
+
+def test_debug_shows_the_traceback(site):
+    result = site.run("bad!host", "--debug")
+
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+    assert result.stderr.endswith(
+        "ltsp-update-sshkeys: error: bad server 'bad!host': not a host name or address (got 'bad!host')\n"
+    )
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "soon", "inf"])
+def test_bad_timeout_is_a_usage_error(site, value):
+    result = site.run("--timeout", value)
+
+    assert result.returncode == 2
+    assert "--timeout" in result.stderr
+    assert "timeout is not" in result.stderr
+
+
+def test_help_and_version():
+    help_result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False)
+    version = subprocess.run([sys.executable, str(SCRIPT), "--version"], capture_output=True, text=True, check=False)
+
+    assert help_result.returncode == 0
+    for option in ("--base", "--extraservers", "--cache", "--timeout", "--export", "--quiet", "--host-keys-dir"):
+        assert option in help_result.stdout
+    assert (version.returncode, version.stdout) == (0, f"ltsp-update-sshkeys {sshkeys.VERSION}\n")
+
+
+@pytest.mark.skipif(os.path.exists(sshkeys.DEFAULT_EXTRASERVERS), reason="this machine has a real extraservers file")
+def test_missing_default_extraservers_means_no_extra_servers(tmp_path, own_keys):
+    base = tmp_path / "base"
+    (base / "i386" / "etc").mkdir(parents=True)
+
+    result = subprocess.run(
+        [
+            *(sys.executable, str(SCRIPT), "--base", str(base), "--cache", str(tmp_path / "cache")),
+            *("--host-keys-dir", str(own_keys[0]), "--quiet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert (result.returncode, result.stderr) == (0, "")
+    text = (base / "i386" / "etc" / "ssh" / "ssh_known_hosts").read_text()
+    assert [line for line in text.splitlines() if not line.startswith("#") and not line.startswith("server,")] == []
+    assert len(text.splitlines()) == len(sshkeys.HEADER.splitlines()) + 3
