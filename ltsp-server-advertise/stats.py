@@ -39,11 +39,14 @@ about now. We take the kernel's cumulative page-in and page-out counters
 (/proc/vmstat pswpin/pswpout) at every collect() and report swapping when
 the bytes moved since the previous sample, per second, exceed a threshold
 (default 1 MiB/s). The collector reads the counters when it is built, so the
-first collect() already has a rate. The window is at least
-MIN_SWAP_WINDOW_SECONDS: two samples microseconds apart would otherwise turn
-a single page into megabytes per second, so a shorter interval is measured as
-if it lasted that long, and the baseline only moves once a full window has
-passed. The rate is an average over the window: a daemon that samples only
+first collect() already has a rate once MIN_SWAP_WINDOW_SECONDS have passed.
+A shorter interval cannot tell: one page moved in a microsecond is not
+gigabytes per second. So until a window is that long, swapping is true only
+if more moved than the threshold allows for a whole window (certainly
+swapping), and otherwise the verdict of the last full window, which before
+the first one is None (unknown: `--once` right after start says nothing
+rather than a "false" it did not measure). The baseline moves only once a
+full window has passed. The rate is an average over the window: a daemon that samples only
 on demand after an idle hour averages over that hour, so the daemon should
 sample on a timer for "now" to mean now. psutil.swap_memory() is not used
 for the counters because it reports 0 when /proc/vmstat cannot be read,
@@ -245,6 +248,7 @@ class StatsCollector:
             ("swapping", ("swapping",), self._read_swapping),
             ("uptime_seconds", ("uptime_seconds",), self._read_uptime),
         )
+        self._swapping = None  # the verdict of the last full swap window
         # The swap counters now, so the first collect() already has a rate.
         # A failure here is reported by that collect(), not twice.
         try:
@@ -337,13 +341,18 @@ class StatsCollector:
             # No earlier sample, or the counters went back (wrapped): a rate
             # needs two samples, so this one only starts the window.
             self._swap_base = (now, moved_bytes)
+            self._swapping = None
             return (None,)
         base_time, base_moved_bytes = base
         elapsed_seconds = now - base_time
         rate_bytes_per_s = (moved_bytes - base_moved_bytes) / max(elapsed_seconds, MIN_SWAP_WINDOW_SECONDS)
-        if elapsed_seconds >= MIN_SWAP_WINDOW_SECONDS:
-            self._swap_base = (now, moved_bytes)
-        return (rate_bytes_per_s > self.swap_rate_threshold_bytes_per_s,)
+        swapping = rate_bytes_per_s > self.swap_rate_threshold_bytes_per_s
+        if elapsed_seconds < MIN_SWAP_WINDOW_SECONDS:
+            # Too short to say "not swapping"; keep the window open.
+            return (True if swapping else self._swapping,)
+        self._swap_base = (now, moved_bytes)
+        self._swapping = swapping
+        return (swapping,)
 
     def _read_uptime(self, _now):
         return (_non_negative("uptime", time.time() - psutil.boot_time()),)

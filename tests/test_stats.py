@@ -165,8 +165,8 @@ def warnings_of(caplog):
 def test_every_metric_comes_from_the_fake_proc(proc, sessions_dir, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     add_session(sessions_dir, 3)
-    collector = stats.StatsCollector(sessions_dir=str(sessions_dir))
-    metrics = collector.collect()
+    collector = stats.StatsCollector(sessions_dir=str(sessions_dir), clock=lambda: 0.0)
+    metrics = collector.collect(now=10.0)
 
     assert tuple(metrics) == stats.METRIC_KEYS
     assert metrics["hostname"] == os.uname().nodename
@@ -220,7 +220,7 @@ def test_a_broken_file_loses_its_metric_with_one_warning(proc, sessions_dir, cap
         (proc / filename).unlink()
     else:
         (proc / filename).write_text(contents)
-    collector = stats.StatsCollector(sessions_dir=str(sessions_dir))
+    collector = stats.StatsCollector(sessions_dir=str(sessions_dir), clock=lambda: 0.0)
 
     first, second = collector.collect(now=10.0), collector.collect(now=20.0)
 
@@ -319,12 +319,17 @@ def test_the_first_collect_already_has_a_rate(proc):
 def test_samples_close_together_do_not_turn_one_page_into_a_storm(proc):
     collector = swap_collector(proc)
     (proc / "vmstat").write_text(vmstat(1, 0))  # one page in one millisecond
-    assert collector.collect(now=0.001)["swapping"] is False
-    # A real burst in that millisecond is still seen...
+    assert collector.collect(now=0.001)["swapping"] is None  # too soon to tell
+    # A real burst in that millisecond is certainly swapping...
     (proc / "vmstat").write_text(vmstat(pages_for(2 * MIB, 1.0), 0))
     assert collector.collect(now=0.002)["swapping"] is True
     # ...and the window kept its start, so the pages moved since 0 still count.
     assert collector.collect(now=0.5)["swapping"] is True
+    assert collector.collect(now=1.0)["swapping"] is True  # the first full window
+    # A quick sample after a full window repeats that window's verdict.
+    assert collector.collect(now=1.001)["swapping"] is True
+    assert collector.collect(now=2.5)["swapping"] is False  # nothing moved since 1.0
+    assert collector.collect(now=2.501)["swapping"] is False
 
 
 def test_counters_going_back_start_a_new_window(proc):
@@ -432,7 +437,9 @@ def test_utmp_entries_count_once_per_user_terminal_and_host():
 
 def test_the_real_machine_gives_plausible_values(caplog):
     collector = stats.StatsCollector()
-    metrics = collector.collect()
+    # Right after start the swap window is too short to say "not swapping".
+    assert collector.collect()["swapping"] in (None, True)
+    metrics = collector.collect(now=time.monotonic() + stats.MIN_SWAP_WINDOW_SECONDS)
     assert tuple(metrics) == stats.METRIC_KEYS
     assert metrics["hostname"]
     assert metrics["cpu_count"] >= 1
