@@ -262,6 +262,9 @@ def probe_pool(entries, timeout_ms):
                 probe.nbytes += len(data)
                 probe.decoder.feed(data)
                 return
+            if probe.nbytes == 0:
+                finish(probe, error="closed the connection without sending anything")
+                return
             stats = probe.decoder.close()
         except wire.ProtocolError as error:
             finish(probe, error=f"bad document: {error}")
