@@ -151,3 +151,4 @@ class Advertisement:
             return
         self.samples_taken += 1
         self._sample = (metrics, taken_at)
+        log.debug("stats sample %d taken in %.1f ms", self.samples_taken, (self._clock() - taken_at) * 1000)

@@ -104,11 +104,11 @@ def load_config(args):
 
 def serve(args):
     """Everything after argument parsing; returns the exit status."""
-    # Imported here so that a bad command line or config fails before psutil loads.
+    settings = load_config(args)
+    # Imported only now, so that a bad command line or config fails before psutil loads.
     from . import stats
     from .server import Server
 
-    settings = load_config(args)
     collector = stats.StatsCollector()
     advertisement = Advertisement(collector.collect, settings)
     if args.once:

@@ -64,8 +64,11 @@ def ensure_open_files(needed):
     if soft != resource.RLIM_INFINITY and soft < needed:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         if target > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (OSError, ValueError) as error:  # a seccomp filter, a container
+                log.warning("cannot raise the open files limit to %d: %s", target, error)
         if soft < needed:
             log.warning(
                 "only %d file descriptors allowed (hard limit); MAX_CLIENTS wants about %d: "
