@@ -4,10 +4,10 @@ Line syntax lives in confsyntax; this module owns files, includes and
 sections. Rules (LTSP5 getltscfg, see FIELD-NOTES.md):
 
 - Sections that apply, most specific first: the first section named exactly
-  by this client's hostname, else its IP, else its MAC (names compared
-  without regard to case); then that section's ``LIKE =`` target, and its
+  by this client's hostname (or, for a dotted hostname, its first label),
+  else its IP, else its MAC (names compared without regard to case); then that section's ``LIKE =`` target, and its
   target, recursively; then every glob section (``*``, ``?``, ``[``) whose
-  pattern matches the hostname, IP or MAC, in file order, each followed by
+  pattern matches one of those names, in file order, each followed by
   its own LIKE chain; ``[Default]`` (and its LIKE chain) last. For each key
   the first section in that order that sets it wins; a section reached twice
   counts once, at its first place.

@@ -18,8 +18,12 @@ Rules:
   (the environment, or file:line) and the value, unless ``strict=False``:
   then it is a warning and the default applies.
 
-Imports ``os`` and ``collections`` only; lts.conf parsing, identity lookups
-and socket (for IPv6 pool entries) are imported when needed.
+- This client's identity (identity.client_identity) is looked up only when
+  lts.conf has sections other than [Default], toward SERVER (else the first
+  LB_SERVERS entry). Settings.identity: the one given or looked up, else None.
+
+Imports ``collections`` only; os, lts.conf parsing, identity lookups and
+socket (for IPv6 pool entries) are imported when needed.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ PoolEntry = namedtuple("PoolEntry", "name host port")
 
 Settings = namedtuple(
     "Settings",
-    "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings",
+    "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings identity",
+    defaults=(None,),
 )
 
 # default_text: how the documentation shows the default.
@@ -290,12 +295,12 @@ def _lts_conf_path(environ, lts_conf_path):
 
 
 def _read_conf(environ, lts_conf_path, identity, warnings):
-    """KEY -> ltsconf.Entry for this client, and the path read (or None)."""
+    """(KEY -> ltsconf.Entry for this client, the path read or None, the identity used or None)."""
     import os
 
     path, must_exist = _lts_conf_path(environ, lts_conf_path)
     if not must_exist and not os.path.exists(path):
-        return {}, None
+        return {}, None, identity
     from get_hosts import ltsconf
 
     conf = ltsconf.parse_lts_conf(path)
@@ -303,9 +308,19 @@ def _read_conf(environ, lts_conf_path, identity, warnings):
     if identity is None and conf.has_client_sections():
         from get_hosts.identity import client_identity
 
-        toward = environ.get("SERVER") or conf.default_value("SERVER")
-        identity = client_identity(toward.split()[0] if toward and toward.split() else None)
-    return ltsconf.lts_conf_entries(conf, identity), path
+        identity = client_identity(_toward(environ, conf))
+    return ltsconf.lts_conf_entries(conf, identity), path, identity
+
+
+def _toward(environ, conf):
+    """Where the servers are, before the sections are known: SERVER, else the first pool entry."""
+    for name in ("SERVER", "LB_SERVERS"):
+        for text in (environ.get(name), conf.default_value(name)):
+            if text and text != "NONE":
+                entries, _ = parse_pool(text, DEFAULT_PORT)
+                if entries:
+                    return entries[0].host
+    return None
 
 
 def _lookup(name, environ, entries):
@@ -327,7 +342,7 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True):
     [Default]. Raises GetHostsError (ltsconf.LtsConfError for lts.conf).
     """
     warnings = []
-    entries, conf_path = _read_conf(environ, lts_conf_path, identity, warnings)
+    entries, conf_path, identity = _read_conf(environ, lts_conf_path, identity, warnings)
     values = {}
     pool_text = pool_source = None
     for var in VARIABLES:
@@ -367,5 +382,6 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True):
         server=server,
         lts_conf=conf_path,
         warnings=warnings,
+        identity=identity,
         **values,
     )

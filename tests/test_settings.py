@@ -200,6 +200,7 @@ def test_defaults_with_server_alone(tmp_path):
         server="192.168.67.1",
         lts_conf=str(tmp_path / "lts.conf"),
         warnings=[],
+        identity=CLIENT,  # given, so passed on
     )
 
 
@@ -414,3 +415,16 @@ def test_variables_help_lists_each_variable_with_its_default():
         assert f"{var.name} (default: {var.default_text})" in text
     assert "LB_TIMEOUT (default: 1000)" in text
     assert all(len(line) <= 78 for line in text.splitlines())
+
+
+def test_identity_is_looked_up_toward_the_first_pool_entry_without_server(tmp_path):
+    # Toward 127.0.0.1 this client's IP is 127.0.0.1, so the [127.0.0.1] section applies.
+    path = conf(tmp_path, "[Default]\nLB_SERVERS = 127.0.0.1:5 app2\nLB_PORT = 1\n[127.0.0.1]\nLB_PORT = 2\n")
+    settings = load_settings({}, path)
+    assert settings.port == 2
+    assert (settings.identity.ip, settings.identity.interface) == ("127.0.0.1", "lo")
+
+
+def test_identity_is_reported_only_when_used(tmp_path):
+    assert load({"SERVER": "s"}, conf(tmp_path, "[Default]\nA = 1\n"), identity=None).identity is None
+    assert load({"SERVER": "s"}, conf(tmp_path, "[Default]\nA = 1\n"), identity=CLIENT).identity == CLIENT
