@@ -25,8 +25,8 @@ sections. Rules (LTSP5 getltscfg, see FIELD-NOTES.md):
   host section whose lines an admin commented out must not stop a whole lab
   from logging in. Warnings go to the caller's list.
 
-Nothing here imports more than ``os``; ``fnmatch`` (and so ``re``) is
-imported only when the file has a glob section.
+Nothing here imports more than ``os``: glob names are matched by
+glob_match, not fnmatch, which would import ``re``.
 """
 
 from __future__ import annotations
@@ -192,6 +192,30 @@ def _like_chain(conf, section, order, seen):
         section = target
 
 
+def glob_match(name, pattern):
+    """fnmatchcase for section names: '*' any run, '?' one character, all else literal.
+
+    A section header ends at its first ']', so a '[...]' class cannot be
+    written and '[' is literal, as fnmatch treats an unclosed one. Written
+    here so that a glob section does not cost the import of re.
+    """
+    n = p = 0
+    star = mark = -1
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in ("?", name[n]) and pattern[p] != "*":
+            n += 1
+            p += 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark = p, n
+            p += 1
+        elif star >= 0:  # let the last '*' take one more character
+            mark += 1
+            n, p = mark, star + 1
+        else:
+            return False
+    return all(c == "*" for c in pattern[p:])
+
+
 def applying_sections(conf, identity):
     """The sections that apply to IDENTITY, most specific first (see module rules)."""
     order, seen = [], set()
@@ -202,13 +226,10 @@ def applying_sections(conf, identity):
         if section is not None:
             _like_chain(conf, section, order, seen)
             break
-    if globs and names:
-        from fnmatch import fnmatchcase  # imports re: only paid when globs exist
-
-        for section in globs:
-            pattern = section.name.lower()
-            if any(fnmatchcase(name, pattern) for name in names):
-                _like_chain(conf, section, order, seen)
+    for section in globs if names else ():
+        pattern = section.name.lower()
+        if any(glob_match(name, pattern) for name in names):
+            _like_chain(conf, section, order, seen)
     default = conf.sections.get(DEFAULT)
     if default is not None:
         _like_chain(conf, default, order, seen)

@@ -4,11 +4,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from get_hosts.identity import Identity
-from get_hosts.ltsconf import LtsConfError, read_lts_conf
+from get_hosts.ltsconf import LtsConfError, glob_match, read_lts_conf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -241,13 +242,50 @@ def run_python(code):
     return done.stdout.strip()
 
 
-def test_fnmatch_and_re_imported_only_for_glob_sections(tmp_path):
-    plain = write(tmp_path, "plain.conf", "[Default]\nA = 1\n[ltsp12]\nA = 2\n")
+def test_glob_sections_import_neither_fnmatch_nor_re(tmp_path):
     globbed = write(tmp_path, "glob.conf", "[Default]\nA = 1\n[ltsp*]\nA = 2\n")
     code = (
         "import sys; from get_hosts.ltsconf import read_lts_conf; from get_hosts.identity import Identity; "
-        "c = Identity('ltsp12', None, None, None); "
-        "print(read_lts_conf({path!r}, c)['A'], 'fnmatch' in sys.modules, 're' in sys.modules)"
+        f"print(read_lts_conf({globbed!r}, Identity('ltsp12', None, None, None))['A'], "
+        "'fnmatch' in sys.modules, 're' in sys.modules)"
     )
-    assert run_python(code.format(path=plain)) == "2 False False"
-    assert run_python(code.format(path=globbed)) == "2 True True"
+    assert run_python(code) == "2 False False"
+
+
+GLOB_NAMES = ["", "a", "ab", "abc", "ltsp12", "ltsp1", "198.18.10.12", "00:1a:2b:3c:4d:5e", "a[b", "*", "aaa", "ab*c"]
+GLOB_PATTERNS = [
+    "",
+    "*",
+    "?",
+    "a*",
+    "*c",
+    "a?c",
+    "*a*",
+    "a*b*c",
+    "ltsp*",
+    "ltsp?2",
+    "*12",
+    "198.18.*.1?",
+    "00:1a:*",
+    "a[b",
+    "a[*",
+    "**",
+    "*?*",
+    "a*a",
+    "ab\\*c",
+    "*:*:*:*:*:5?",
+]
+
+
+@pytest.mark.parametrize("pattern", GLOB_PATTERNS)
+def test_glob_match_agrees_with_fnmatch(pattern):
+    from fnmatch import fnmatchcase
+
+    for name in GLOB_NAMES:
+        assert glob_match(name, pattern) == fnmatchcase(name, pattern), (name, pattern)
+
+
+def test_glob_match_long_names_stay_fast():
+    started = time.monotonic()
+    assert not glob_match("a" * 2000, "*a*a*a*a*a*b")
+    assert time.monotonic() - started < 1
