@@ -382,6 +382,22 @@ def test_a_login_counts_at_once_and_a_logout_at_once(proc, sessions_dir):
     assert collector.collect()["sessions"] == 0
 
 
+def test_a_session_changing_state_is_seen_through_the_cache(sessions_dir):
+    cache = {}
+    add_session(sessions_dir, 3)
+    add_session(sessions_dir, 4)
+    assert stats.count_logind_sessions(str(sessions_dir), cache) == 2
+    assert stats.count_logind_sessions(str(sessions_dir), cache) == 2
+    # As logind does: write a new file beside it, rename it over the old one.
+    temporary = sessions_dir / ".#3k2Jd8"
+    temporary.write_text(SESSION_FILE.format(id=3, session_class="user", state="closing"))
+    os.replace(temporary, sessions_dir / "3")
+    assert stats.count_logind_sessions(str(sessions_dir), cache) == 1
+    (sessions_dir / "4").unlink()
+    assert stats.count_logind_sessions(str(sessions_dir), cache) == 0
+    assert cache.keys() == {"3"}
+
+
 def test_logind_temporary_files_and_odd_files_are_not_sessions(sessions_dir):
     add_session(sessions_dir, 3)
     # logind writes an update to a hidden temporary file, then renames it.
