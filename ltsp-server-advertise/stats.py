@@ -11,26 +11,28 @@ Rules of this module:
   never a made-up 0; it is logged ONCE (a warning naming the metric and the
   reason) when it starts failing and once (info) when it recovers; the other
   metrics are still collected. collect() never raises for a broken metric.
-- Every kernel file is read through psutil.PROCFS_PATH, so tests (and
-  containers) point the whole module at another /proc.
+- Every /proc file is read through psutil.PROCFS_PATH, so tests (and
+  containers) point the module at another /proc. (cpu_count comes from
+  sysconf and, where the machine has cpufreq, psutil reads CPU speed from
+  /sys: those two cannot be redirected.)
 - No user name leaves this module: sessions are counted, never listed.
 
 Sessions: the count must rise the moment a user logs in, because the load
 average and memory lag a login storm by seconds. LDM logs a thin-client user
 in over ssh (`ssh -X` running the session command); a command run without a
-pty gets no utmp entry from sshd, so `who` misses exactly the sessions we
+pty gets no utmp entry from sshd, so `who` can miss the very sessions we
 serve. pam_systemd registers every PAM session with systemd-logind, pty or
 not, the moment it opens. So the primary source is logind's state directory,
 /run/systemd/sessions: one KEY=VALUE file per session, written by logind
 before the login shell starts. We count files whose CLASS is a user class
-("user", or since systemd 256/258 "user-early", "user-light",
-"user-incomplete"...: a human's session) and whose STATE is not "closing"
+("user", or in newer systemd "user-early", "user-light", "user-incomplete"
+...: a human's session) and whose STATE is not "closing"
 (a session that logged out but still has processes). That excludes greeters,
 lock screens, background jobs (cron) and the user service manager's own
 session. logind marks these files private; we read them anyway because the
 public interfaces (sd-login via libsystemd, D-Bus) would add a C dependency
-or a bus round trip to every sample, and the format has been stable since
-2012. Machines without logind (no such directory) fall back to utmp via
+or a bus round trip to every sample, and CLASS and STATE have been written
+there for many releases. Machines without logind (no such directory) fall back to utmp via
 psutil.users(), counting distinct (user, terminal, host) entries; the log
 says which source is in use.
 
@@ -46,9 +48,9 @@ if more moved than the threshold allows for a whole window (certainly
 swapping), and otherwise the verdict of the last full window, which before
 the first one is None (unknown: `--once` right after start says nothing
 rather than a "false" it did not measure). The baseline moves only once a
-full window has passed. The rate is an average over the window: a daemon that samples only
-on demand after an idle hour averages over that hour, so the daemon should
-sample on a timer for "now" to mean now. psutil.swap_memory() is not used
+full window has passed. The rate is an average over the window: a daemon
+that samples only on demand after an idle hour averages over that hour, so
+the daemon should sample on a timer for "now" to mean now. psutil.swap_memory() is not used
 for the counters because it reports 0 when /proc/vmstat cannot be read,
 which would look like "not swapping"; it also assumes 4 KiB pages, where we
 use the machine's page size.
@@ -56,8 +58,8 @@ use the machine's page size.
 CPU speed: psutil.cpu_freq() maximum, else current (both the mean over CPUs,
 so cpu_count * cpu_mhz is the machine's total), else the mean "cpu MHz" of
 /proc/cpuinfo (VMs without cpufreq report only that). It is read once
-and kept: the maximum is a hardware constant, and /proc/cpuinfo can cost
-milliseconds on large machines (the kernel samples every CPU's clock).
+and kept: the maximum is a hardware constant, and reading /proc/cpuinfo can
+cost milliseconds on large machines (the kernel asks every CPU its clock).
 Load averages come from /proc/loadavg (psutil.getloadavg() is os.getloadavg()
 on Linux, which ignores PROCFS_PATH); uptime from psutil.boot_time().
 """
