@@ -3,6 +3,7 @@
 No mocks: the kernel answers. The namespace test needs root and iproute2 (CI is root).
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -169,6 +170,7 @@ def netns():
         pytest.skip("ip (iproute2) is missing")
     name = f"g1test-{secrets.token_hex(4)}"
     etc = f"/etc/netns/{name}"
+    etc_netns_existed = os.path.isdir("/etc/netns")
     try:
         ip("netns", "add", name)
     except subprocess.CalledProcessError as error:
@@ -194,6 +196,9 @@ def netns():
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
         shutil.rmtree(etc, ignore_errors=True)
+        if not etc_netns_existed:
+            with contextlib.suppress(OSError):
+                os.rmdir("/etc/netns")  # only if still empty: another namespace may use it now
 
 
 def in_netns(name, *targets):
