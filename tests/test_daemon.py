@@ -1,0 +1,533 @@
+"""The real daemon, as a real process, over real sockets on loopback.
+
+Each test starts ltsp-server-advertise with --listen 127.0.0.1:0 (or [::1]:0)
+and learns its port from the "listening on" log line. Nothing is patched:
+signals, rlimits, privileges and socket activation are the kernel's own.
+Config files live in a world-readable temporary directory, because when the
+tests run as root the daemon drops to nobody and must still read its file on
+SIGHUP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from ltsp_server_advertise import server as server_module
+from ltsp_server_advertise.config import defaults
+from lxml import etree
+
+from get_hosts import wire
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = etree.RelaxNG(etree.parse(str(ROOT / "docs" / "ltsp-server.rng")))
+LISTENING = re.compile(r"listening on (\S+):(\d+)$")
+
+
+def ipv6_loopback_works():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def conf_dir():
+    path = Path(tempfile.mkdtemp(prefix="advertise-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_conf(conf_dir, text):
+    path = conf_dir / "advertise.conf"
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+    return path
+
+
+class Daemon:
+    """ltsp-server-advertise in a subprocess; its stderr is collected line by line."""
+
+    def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, pass_fds=()):
+        args = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf_path)]
+        args += [arg for address in listen for arg in ("--listen", address)]
+        args += list(extra_args)
+        self.lines = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(
+            command or args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=pass_fds,
+        )
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        self.addresses = []
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_for(self, pattern, count=1, timeout=10.0):
+        """The first `count` log lines matching pattern (regex), waiting for them."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [line for line in self.lines if regex.search(line)]
+                if len(found) >= count:
+                    return found
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no log line matching {pattern!r}; log so far:\n" + "\n".join(self.lines))
+                self._cond.wait(min(remaining, 0.1))
+
+    def start(self, sockets=1):
+        for line in self.wait_for(r"listening on ", count=sockets):
+            host, port = LISTENING.search(line).groups()
+            self.addresses.append((host.strip("[]"), int(port)))
+        return self
+
+    @property
+    def address(self):
+        return self.addresses[0]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def cpu_seconds(self):
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture
+def daemons():
+    started = []
+
+    def start(*args, sockets=1, **kwargs):
+        daemon = Daemon(*args, **kwargs)
+        started.append(daemon)
+        return daemon.start(sockets)
+
+    yield start
+    for daemon in started:
+        if daemon.proc.poll() is None:
+            daemon.proc.kill()
+            daemon.proc.wait()
+
+
+def fetch(address, timeout=5.0):
+    """Connect, read to EOF: the bytes the daemon sent."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+
+
+def valid(document):
+    """Schema-valid and decodable: the ServerStats it carries."""
+    tree = etree.fromstring(document)
+    assert SCHEMA.validate(tree), SCHEMA.error_log
+    return wire.decode(document)
+
+
+# --- what it serves -------------------------------------------------------------------
+
+
+def test_serves_a_valid_document_on_ipv4(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, "WEIGHT = 42\n"))
+    stats = valid(fetch(daemon.address))
+    assert (stats.state, stats.weight) == ("ready", 42)
+    assert stats.hostname == os.uname().nodename
+    assert stats.cpu_count == os.cpu_count()
+    assert stats.mem_total_bytes > 0 and stats.uptime_seconds > 0
+    assert stats.sample_age_ms < 4000
+    assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 on loopback here")
+def test_serves_on_ipv6_and_ipv4_at_once(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, ""), listen=("[::1]:0", "127.0.0.1:0"), sockets=2)
+    families = {}
+    for host, port in daemon.addresses:
+        families[":" in host] = valid(fetch((host, port))).state
+    assert families == {True: "ready", False: "ready"}
+
+
+def test_once_prints_the_document_and_exits(conf_dir):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ltsp_server_advertise.cli",
+            "--once",
+            "--config",
+            str(write_conf(conf_dir, "STATE = maint\n")),
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    stats = valid(result.stdout)
+    assert (stats.state, stats.rating) == ("maint", 0)
+
+
+def test_document_carries_no_user_or_process_names(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, ""))
+    document = fetch(daemon.address).decode("utf-8")
+    names = {entry.pw_name for entry in pwd.getpwall() if len(entry.pw_name) > 3} - {os.uname().nodename}
+    tags = set(re.findall(r"</?([a-z0-9-]+)", document))
+    assert tags <= {name.replace("_", "-") for name in wire.FIELD_NAMES} | {"ltsp-server", "sample-age-ms"}
+    assert not [name for name in names if f">{name}<" in document]
+
+
+# --- signals ---------------------------------------------------------------------------
+
+
+def test_sighup_drains_at_once(conf_dir, daemons):
+    conf = write_conf(conf_dir, "STATE = ready\nWEIGHT = 100\n")
+    daemon = daemons(conf)
+    assert valid(fetch(daemon.address)).state == "ready"
+    write_conf(conf_dir, "STATE = drain\nWEIGHT = 50\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for(r"reloaded .*STATE=drain WEIGHT=50")
+    stats = valid(fetch(daemon.address))
+    assert (stats.state, stats.weight, stats.rating) == ("drain", 50, 0)
+    assert daemon.stop() == 0
+
+
+def test_bad_file_on_sighup_keeps_the_running_config(conf_dir, daemons):
+    conf = write_conf(conf_dir, "WEIGHT = 70\n")
+    daemon = daemons(conf)
+    write_conf(conf_dir, "STATE = drain\nWEIGHT = abc\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    (line,) = daemon.wait_for(r"reload refused")
+    assert f"{conf}:2: invalid value for WEIGHT: 'abc' (expected a whole number >= 0)" in line
+    stats = valid(fetch(daemon.address))
+    assert (stats.state, stats.weight) == ("ready", 70)
+    assert daemon.proc.poll() is None
+
+
+def test_listen_change_on_reload_needs_a_restart(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, "LISTEN = 127.0.0.1:0\n"), listen=())  # from the file
+    write_conf(conf_dir, "LISTEN = 127.0.0.1:0 [::1]:0\nWEIGHT = 10\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for(r"LISTEN changed in .*: it takes effect at the next restart")
+    daemon.wait_for(r"reloaded .*WEIGHT=10")
+    assert valid(fetch(daemon.address)).weight == 10  # same socket, new settings
+
+
+def test_sigterm_exits_0(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, ""))
+    fetch(daemon.address)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=10) == 0
+    daemon.wait_for(r"stopped: 1 served")
+
+
+# --- who may ask -----------------------------------------------------------------------
+
+
+def test_allow_list_refuses_other_networks(conf_dir, daemons):
+    conf = write_conf(conf_dir, "ALLOW = 192.0.2.0/24 2001:db8::/32\n")
+    daemon = daemons(conf)
+    assert fetch(daemon.address) == b""  # closed, no document
+    write_conf(conf_dir, "ALLOW = 192.0.2.0/24 127.0.0.0/8\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_for(r"reloaded")
+    assert valid(fetch(daemon.address)).state == "ready"
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.wait(timeout=10)
+    daemon.wait_for(r"stopped: 1 served, 1 refused")
+
+
+# --- hostile and idle clients ----------------------------------------------------------
+
+
+def test_holders_and_garbage_senders_do_not_slow_honest_clients(conf_dir, daemons):
+    # Four places only: if holding a connection open kept a place, the
+    # holders below would shut every honest client out.
+    daemon = daemons(write_conf(conf_dir, "MAX_CLIENTS = 4\n"))
+    holders = [socket.create_connection(daemon.address) for _ in range(100)]
+    garbage = []
+    for _ in range(30):
+        sock = socket.create_connection(daemon.address)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):  # the daemon may have closed already
+            sock.send(os.urandom(8192))
+        garbage.append(sock)
+    latencies = []
+    for _ in range(100):
+        started = time.monotonic()
+        assert valid(fetch(daemon.address, timeout=2)).state == "ready"
+        latencies.append(time.monotonic() - started)
+        for sock in garbage[:10]:  # keep sending while honest clients ask
+            with contextlib.suppress(OSError):
+                sock.send(b"\x00GET / HTTP/1.0\r\n" * 100)
+    latencies.sort()
+    assert latencies[-1] < 0.5, latencies[-5:]
+    assert latencies[len(latencies) // 2] < 0.05
+    # Every holder got its whole document and the daemon's end is closed.
+    for sock in holders:
+        sock.settimeout(2)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        valid(data)
+        sock.close()
+    for sock in garbage:
+        sock.close()
+    assert daemon.proc.poll() is None
+
+
+def test_write_timeout_and_max_clients_with_a_document_that_does_not_fit(tmp_path):
+    """In-process Server with an 8 MiB document: two non-reading clients fill MAX_CLIENTS = 2."""
+
+    class HugeAdvertisement:
+        on_sample = None
+
+        def configure(self, config):
+            pass
+
+        def document(self, now=None):
+            return b"x" * (8 * 2**20)
+
+        def wait_deadline(self):
+            return None
+
+        def next_idle_sample_at(self):
+            return None
+
+        def idle_sample(self, now):
+            pass
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    listener.setblocking(False)
+    address = listener.getsockname()
+    config = defaults()._replace(max_clients=2, write_timeout_seconds=0.5)
+    server = server_module.Server([listener], config, HugeAdvertisement())
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        stalled = []
+        for _ in range(2):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(address)
+            stalled.append(sock)
+        time.sleep(0.1)
+        started = time.monotonic()
+        # A third, reading client waits for a place: until the write timeout drops a stalled one.
+        third = fetch(address, timeout=5)
+        waited = time.monotonic() - started
+        assert len(third) == 8 * 2**20
+        assert 0.25 < waited < 3, waited
+        assert server.timed_out >= 1
+        for sock in stalled:  # dropped: what they get ends early, by EOF or reset
+            sock.settimeout(3)
+            received = 0
+            try:
+                while chunk := sock.recv(1 << 20):
+                    received += len(chunk)
+            except ConnectionResetError:
+                pass
+            assert received < 8 * 2**20
+            sock.close()
+    finally:
+        server.stop()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert (server.served, server.timed_out) == (1, 2)
+
+
+def test_a_storm_costs_one_sample(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, "SAMPLE_SECONDS = 1\n"), extra_args=["--debug"])
+    before = len(daemon.wait_for(r"stats sample \d+ taken", count=2))
+    time.sleep(1.1)  # the startup sample is now stale: the storm triggers one refresh
+    socks = []
+    for _ in range(300):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(daemon.address)
+        socks.append(sock)
+    ages = set()
+    deadline = time.monotonic() + 10
+    for sock in socks:
+        sock.setblocking(True)
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        ages.add(wire.decode(data).sample_age_ms)
+        sock.close()
+    time.sleep(0.2)
+    samples = [line for line in daemon.lines if re.search(r"stats sample \d+ taken", line)]
+    assert len(samples) - before == 1, samples
+    assert max(ages) < 2 * 1000 + 500
+
+
+def test_idle_daemon_uses_no_cpu(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, ""))
+    fetch(daemon.address)
+    time.sleep(0.2)
+    before = daemon.cpu_seconds()
+    time.sleep(1.5)
+    assert daemon.cpu_seconds() - before <= 0.02
+
+
+# --- out of file descriptors ------------------------------------------------------------
+
+
+def open_files_limit(pid):
+    """(soft, hard) RLIMIT_NOFILE of another process, from /proc."""
+    line = next(line for line in Path(f"/proc/{pid}/limits").read_text().splitlines() if "open files" in line)
+    soft, hard = line.split()[3:5]
+    return int(soft), int(hard)
+
+
+def set_open_files_limit(pid, soft, hard):
+    """prlimit(2) on the daemon, as the daemon's own user.
+
+    Changing another user's limits needs CAP_SYS_RESOURCE, which root in a
+    container may lack; the same user needs nothing. After the daemon dropped
+    to nobody, util-linux's prlimit is run as nobody.
+    """
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid = int(re.search(r"^Uid:\s+(\d+)", status, re.M).group(1))
+    gid = int(re.search(r"^Gid:\s+(\d+)", status, re.M).group(1))
+    if uid == os.geteuid():
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+        return
+    if not shutil.which("prlimit"):
+        pytest.skip("prlimit (util-linux) is needed to change the limits of the daemon's user")
+    subprocess.run(
+        ["prlimit", f"--pid={pid}", f"--nofile={soft}:{hard}"], user=uid, group=gid, extra_groups=[], check=True
+    )
+    assert open_files_limit(pid) == (soft, hard)
+
+
+def test_file_descriptor_famine_then_recovery(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, "SAMPLE_SECONDS = 3600\n"))
+    pid = daemon.proc.pid
+    valid(fetch(daemon.address))
+    soft, hard = open_files_limit(pid)
+    open_fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+    lowest_free = next(fd for fd in range(len(open_fds) + 1) if fd not in open_fds)
+    # The next descriptor the daemon opens would be lowest_free: allow fewer.
+    set_open_files_limit(pid, lowest_free, hard)
+    waiting = [socket.create_connection(daemon.address) for _ in range(20)]
+    daemon.wait_for(r"out of file descriptors")
+    cpu_before = daemon.cpu_seconds()
+    time.sleep(1.0)
+    assert daemon.cpu_seconds() - cpu_before < 0.2  # retries, not a busy loop
+    assert daemon.proc.poll() is None
+    for sock in waiting:
+        assert select.select([sock], [], [], 0)[0] == []  # nothing answered yet: queued, not dropped
+    set_open_files_limit(pid, soft, hard)
+    started = time.monotonic()
+    for sock in waiting:
+        sock.settimeout(3)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        valid(data)
+        sock.close()
+    assert time.monotonic() - started < 1.0
+    daemon.wait_for(r"file descriptors available again")
+    valid(fetch(daemon.address))
+    assert daemon.stop() == 0
+
+
+# --- privileges and systemd ----------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_root_drops_to_user_after_binding(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, "USER = nobody\n"))
+    nobody = pwd.getpwnam("nobody")
+    status = Path(f"/proc/{daemon.proc.pid}/status").read_text()
+    uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
+    gids = re.search(r"^Gid:\s+(.*)$", status, re.M).group(1).split()
+    groups = re.search(r"^Groups:[ \t]*(.*)$", status, re.M).group(1).split()
+    assert uids == [str(nobody.pw_uid)] * 4
+    assert gids == [str(nobody.pw_gid)] * 4
+    assert groups == []
+    assert valid(fetch(daemon.address)).state == "ready"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_unknown_user_is_a_config_error(conf_dir):
+    conf = write_conf(conf_dir, "USER = no-such-user-here\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"ltsp-server-advertise: error: {conf}: USER 'no-such-user-here' does not exist on this system"
+    )
+
+
+# A stand-in for systemd: put the socket at fd 3, name ourselves in LISTEN_PID, exec the daemon.
+SOCKET_ACTIVATOR = """
+import os, sys
+fd = int(sys.argv[1])
+os.dup2(fd, 3)
+os.close(fd)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="advertise")
+os.execv(sys.executable, [sys.executable, "-m", "ltsp_server_advertise.cli", *sys.argv[2:]])
+"""
+
+
+def test_socket_activation(conf_dir, daemons):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    # Were LISTEN used, the daemon would listen on port 1 (or fail to): the address check below would fail.
+    conf = write_conf(conf_dir, "LISTEN = 127.0.0.1:1\n")
+    command = [sys.executable, "-c", SOCKET_ACTIVATOR, str(listener.fileno()), "--config", str(conf)]
+    daemon = daemons(conf, command=command, pass_fds=(listener.fileno(),))
+    listener.close()  # only the daemon holds it now
+    daemon.wait_for(r"socket activation: 1 listening socket")
+    assert daemon.address == ("127.0.0.1", port)
+    assert valid(fetch(daemon.address)).state == "ready"
+    assert daemon.stop() == 0
