@@ -99,10 +99,19 @@ class _Probe:
         self.phase = _RESOLVING
 
 
+def _host_arg(host):
+    """HOST as getaddrinfo wants it: ASCII as bytes, which spares the idna codec's
+    import (encodings.idna, stringprep, unicodedata: 1.5 ms at every login)."""
+    try:
+        return host.encode("ascii")
+    except UnicodeError:
+        return host
+
+
 def _numeric_addresses(host, port):
     """getaddrinfo for a numeric host (no DNS), or None when host is a name."""
     try:
-        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        return socket.getaddrinfo(_host_arg(host), port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError, ValueError):
         return None
 
@@ -127,7 +136,7 @@ class _Resolver:
 
     def _resolve(self, probe):
         try:
-            addresses = socket.getaddrinfo(probe.host, probe.port, 0, socket.SOCK_STREAM)
+            addresses = socket.getaddrinfo(_host_arg(probe.host), probe.port, 0, socket.SOCK_STREAM)
             outcome = (probe, addresses, None if addresses else "name has no address")
         except (OSError, UnicodeError, ValueError) as error:
             outcome = (probe, None, f"cannot resolve the name: {_os_reason(error)}")
