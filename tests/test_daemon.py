@@ -531,3 +531,58 @@ def test_socket_activation(conf_dir, daemons):
     assert daemon.address == ("127.0.0.1", port)
     assert valid(fetch(daemon.address)).state == "ready"
     assert daemon.stop() == 0
+
+
+def test_socket_activation_refuses_a_socket_that_is_not_listening(conf_dir):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as not_listening:
+        command = [
+            sys.executable,
+            "-c",
+            SOCKET_ACTIVATOR,
+            str(not_listening.fileno()),
+            "--config",
+            str(write_conf(conf_dir, "")),
+        ]
+        result = subprocess.run(command, pass_fds=(not_listening.fileno(),), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "ltsp-server-advertise: error: socket activation: fd 3 is not a listening TCP socket (use ListenStream=)"
+    )
+
+
+def test_tells_systemd_ready_and_stopping(conf_dir, daemons):
+    notify_path = conf_dir / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify_socket:
+        notify_socket.bind(str(notify_path))
+        notify_path.chmod(0o777)  # the daemon may have become nobody
+        notify_socket.settimeout(10)
+        os.environ["NOTIFY_SOCKET"] = str(notify_path)
+        try:
+            daemon = daemons(write_conf(conf_dir, ""))
+        finally:
+            del os.environ["NOTIFY_SOCKET"]
+        assert notify_socket.recv(256) == b"READY=1"
+        assert daemon.stop() == 0
+        assert notify_socket.recv(256) == b"STOPPING=1"
+
+
+# Runs the daemon with its stderr named in JOURNAL_STREAM, as systemd does.
+UNDER_JOURNALD = """
+import os, sys
+stat = os.fstat(2)
+os.environ["JOURNAL_STREAM"] = f"{stat.st_dev}:{stat.st_ino}"
+os.execv(sys.executable, [sys.executable, "-m", "ltsp_server_advertise.cli", *sys.argv[1:]])
+"""
+
+
+def test_log_lines_carry_syslog_priorities_under_journald(conf_dir):
+    absent = conf_dir / "absent.conf"  # logs "no config file" at info, then fails on --listen
+    result = subprocess.run(
+        [sys.executable, "-c", UNDER_JOURNALD, "--config", str(absent), "--listen", "127.0.0.1:99999"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    log_lines = result.stderr.splitlines()[:-1]
+    assert log_lines == [f"<6>ltsp_server_advertise.config: no config file {absent}: using the defaults"]
