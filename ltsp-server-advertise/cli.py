@@ -70,7 +70,7 @@ def setup_logging(debug, environ=os.environ):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Answer every TCP connection with one XML document of this server's load, then close "
+        description="Answer every TCP connection with one XML document of this server's load, then close\n"
         "(see docs/PROTOCOL.md). get_hosts on the thin clients reads it to choose a server.",
         epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + config.render_key_list(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

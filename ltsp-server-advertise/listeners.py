@@ -8,7 +8,9 @@ Rules:
   and ``0.0.0.0:377`` (the default pair) bind side by side on every kernel,
   whatever net.ipv6.bindv6only says.
 - Any failure to bind is an AdvertiseError naming the address and the reason,
-  and sockets bound so far are closed.
+  and sockets bound so far are closed. The one exception: an address of a
+  family the kernel does not have (IPv6 disabled at boot) is skipped with a
+  warning, as long as some address could be bound.
 - ``from_systemd`` implements sd_listen_fds(3) itself (no python-systemd):
   only when LISTEN_PID is this process, LISTEN_FDS sockets from fd 3; the
   variables are then removed so no child inherits them. Every passed fd must
@@ -77,16 +79,23 @@ def bind_all(addresses):
     try:
         for host, port in addresses:
             for family, sockaddr in _resolve(host, port):
+                shown = f"[{sockaddr[0]}]:{port}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{port}"
                 try:
                     sockets.append(_bind_one(family, sockaddr))
                 except OSError as error:
-                    shown = f"[{sockaddr[0]}]:{port}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{port}"
+                    if error.errno == errno.EAFNOSUPPORT:
+                        # A kernel booted with ipv6.disable=1: the default
+                        # [::]:377 must not keep 0.0.0.0:377 from serving.
+                        log.warning("not listening on %s: %s", shown, error.strerror)
+                        continue
                     hint = (
                         " (port below 1024: run as root or with CAP_NET_BIND_SERVICE)"
                         if error.errno == errno.EACCES
                         else ""
                     )
                     raise AdvertiseError(f"cannot listen on {shown}: {error.strerror}{hint}") from None
+        if not sockets:
+            raise AdvertiseError("no address to listen on could be bound")
     except AdvertiseError:
         for sock in sockets:
             sock.close()
