@@ -196,6 +196,8 @@ def main(argv=None, environ=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away: nothing was printed
+        return 2
     except Exception as error:
         if "--debug" in argv:
             raise
