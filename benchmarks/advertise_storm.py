@@ -64,22 +64,27 @@ def baseline_server():
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
     print(listener.getsockname()[1], flush=True)
-    children = set()
+    children = 0
+    argv = [sys.executable, "-I", "-S", "-c", BASELINE_CHILD]
     while True:
-        while len(children) >= BASELINE_INSTANCES:
-            pid, _status = os.waitpid(-1, 0)
-            children.discard(pid)
+        while children >= BASELINE_INSTANCES:
+            os.waitpid(-1, 0)
+            children -= 1
         conn, _peer = listener.accept()
-        child = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", BASELINE_CHILD], stdin=subprocess.DEVNULL, stdout=conn.fileno()
+        # posix_spawn, not subprocess: no Popen object that could reap our children behind our back.
+        os.posix_spawn(
+            sys.executable,
+            argv,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, conn.fileno(), 1),
+            ],
         )
-        children.add(child.pid)
+        children += 1
         conn.close()
-        while children:
-            pid, _status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            children.discard(pid)
+        while children and os.waitpid(-1, os.WNOHANG)[0]:
+            children -= 1
 
 
 # --- measuring a process -------------------------------------------------------
