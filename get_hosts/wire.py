@@ -128,6 +128,7 @@ FIELDS = (
     ("rating", "rating", "float", True, "sessions it can still take"),
     ("sample_age_ms", "sample-age-ms", "int", True, "age of the sample, ms"),
     ("sessions", "sessions", "int", False, "user sessions now"),
+    ("capacity", "capacity", "float", False, "sessions it can hold in all"),
     ("cpu_count", "cpu-count", "int", False, "logical CPUs"),
     ("cpu_mhz", "cpu-mhz", "float", False, "CPU speed, MHz"),
     ("load_1min", "load-1min", "float", False, "load average, 1 minute"),
@@ -149,10 +150,18 @@ class ServerStats(namedtuple("ServerStats", FIELD_NAMES, defaults=(None,) * (len
 
     Units are in the names: bytes, ms, seconds, MHz. load_* are the kernel's
     load averages (runnable tasks, not per CPU); rating is spare capacity in
-    sessions the server can still take, already scaled by weight.
+    sessions the server can still take and capacity the sessions it can hold
+    in all, both with the admin's weight applied (rating <= capacity).
     """
 
     __slots__ = ()
+
+    @property
+    def fullness(self):
+        """How full the server is, 0 (empty) to 1 (full): 1 - rating/capacity, or None."""
+        if not self.capacity:
+            return None
+        return min(1.0, max(0.0, 1.0 - self.rating / self.capacity))
 
     @property
     def load_per_cpu(self):

@@ -58,6 +58,52 @@ def _used(sessions, measured):
     return max(known) if known else None
 
 
+def _halves(
+    *,
+    sessions,
+    cpu_count,
+    cpu_mhz,
+    load_1min,
+    mem_total_bytes,
+    mem_available_bytes,
+    session_cpu_mhz,
+    session_memory_bytes,
+):
+    """The (capacity, used) pairs, in sessions, of the halves that can be known.
+
+    A half is left out when its capacity (cpu_count or cpu_mhz, resp.
+    mem_total_bytes) or its use (sessions and load_1min, resp. sessions and
+    mem_available_bytes) is unknown.
+    """
+    halves = []
+    if cpu_count is not None and cpu_mhz is not None:
+        load_sessions = None if load_1min is None else load_1min * cpu_mhz / session_cpu_mhz
+        cpu_used = _used(sessions, load_sessions)
+        if cpu_used is not None:
+            halves.append((cpu_count * cpu_mhz / session_cpu_mhz, cpu_used))
+    if mem_total_bytes is not None:
+        # MemAvailable above MemTotal would be a kernel bug; clamping keeps a
+        # garbled figure from inventing capacity when sessions is unknown.
+        used_bytes = None if mem_available_bytes is None else max(0, mem_total_bytes - mem_available_bytes)
+        mem_used = _used(sessions, None if used_bytes is None else used_bytes / session_memory_bytes)
+        if mem_used is not None:
+            halves.append((mem_total_bytes / session_memory_bytes, mem_used))
+    return halves
+
+
+def _checked_halves(arguments):
+    """Validate everything (also while draining), then return (state, weight, halves)."""
+    state, weight = arguments.pop("state"), arguments.pop("weight")
+    if state not in KNOWN_STATES:
+        raise ValueError(f"state is not one of {', '.join(KNOWN_STATES)} (got {state!r})")
+    _check_budget("session_cpu_mhz", arguments["session_cpu_mhz"])
+    _check_budget("session_memory_bytes", arguments["session_memory_bytes"])
+    _check_metric("weight", weight)
+    for name in ("sessions", "cpu_count", "cpu_mhz", "load_1min", "mem_total_bytes", "mem_available_bytes"):
+        _check_metric(name, arguments[name])
+    return state, weight, _halves(**arguments)
+
+
 def spare_sessions(
     *,
     state,
@@ -71,14 +117,15 @@ def spare_sessions(
     session_cpu_mhz=DEFAULT_SESSION_CPU_MHZ,
     session_memory_bytes=DEFAULT_SESSION_MEMORY_BYTES,
 ):
-    """Spare capacity in "sessions this server can still take", scaled by weight.
+    """Spare capacity in "sessions this server can still take", WEIGHT applied.
 
     state: "ready", "drain" or "maint"; anything but "ready" rates 0.
-    weight: the admin's relative capacity, 100 is normal (50 halves the rating).
-    sessions: user sessions open now (count). cpu_count: logical CPUs.
-    cpu_mhz: CPU speed, MHz. load_1min: kernel 1-minute load average (not per
-    CPU). mem_total_bytes, mem_available_bytes: the kernel's MemTotal and
-    MemAvailable, bytes. Any metric may be None (unknown).
+    weight: the admin's relative capacity, 100 is normal: it scales what the
+    hardware can hold (50: take half as many sessions as the CPU and memory
+    would allow). sessions: user sessions open now (count). cpu_count: logical
+    CPUs. cpu_mhz: CPU speed, MHz. load_1min: kernel 1-minute load average
+    (not per CPU). mem_total_bytes, mem_available_bytes: the kernel's MemTotal
+    and MemAvailable, bytes. Any metric may be None (unknown).
     session_cpu_mhz, session_memory_bytes: the per-session budgets.
 
     Returns a float >= 0:
@@ -87,47 +134,42 @@ def spare_sessions(
         cpu_used     = max(sessions, load_1min * cpu_mhz / session_cpu_mhz)
         mem_capacity = mem_total_bytes / session_memory_bytes
         mem_used     = max(sessions, (mem_total_bytes - mem_available_bytes) / session_memory_bytes)
-        rating       = max(0, min(cpu_capacity - cpu_used, mem_capacity - mem_used)) * weight / 100
+        rating       = max(0, min(cpu_capacity * weight / 100 - cpu_used,
+                                  mem_capacity * weight / 100 - mem_used))
 
     A half drops out of the min() when its capacity is unknown (cpu_count or
     cpu_mhz, mem_total_bytes missing) or its use is (sessions missing and
     load_1min, resp. mem_available_bytes, missing too). Both gone: 0.
     """
-    if state not in KNOWN_STATES:
-        raise ValueError(f"state is not one of {', '.join(KNOWN_STATES)} (got {state!r})")
-    _check_budget("session_cpu_mhz", session_cpu_mhz)
-    _check_budget("session_memory_bytes", session_memory_bytes)
-    _check_metric("weight", weight)
-    metrics = {
-        "sessions": sessions,
-        "cpu_count": cpu_count,
-        "cpu_mhz": cpu_mhz,
-        "load_1min": load_1min,
-        "mem_total_bytes": mem_total_bytes,
-        "mem_available_bytes": mem_available_bytes,
-    }
-    for name, value in metrics.items():
-        _check_metric(name, value)
-    if state != READY_STATE:
-        # Checked after validation so a bad budget is reported even while
-        # draining, not only once the admin sets the server back to ready.
+    state, weight, halves = _checked_halves(dict(locals()))
+    # Checked after validation so a bad budget is reported even while
+    # draining, not only once the admin sets the server back to ready.
+    if state != READY_STATE or not halves:
         return 0.0
+    return max(0.0, min(capacity * weight / 100 - used for capacity, used in halves))
 
-    spares = []
-    if cpu_count is not None and cpu_mhz is not None:
-        cpu_capacity = cpu_count * cpu_mhz / session_cpu_mhz
-        load_sessions = None if load_1min is None else load_1min * cpu_mhz / session_cpu_mhz
-        cpu_used = _used(sessions, load_sessions)
-        if cpu_used is not None:
-            spares.append(cpu_capacity - cpu_used)
-    if mem_total_bytes is not None:
-        mem_capacity = mem_total_bytes / session_memory_bytes
-        # MemAvailable above MemTotal would be a kernel bug; clamping keeps a
-        # garbled figure from inventing capacity when sessions is unknown.
-        used_bytes = None if mem_available_bytes is None else max(0, mem_total_bytes - mem_available_bytes)
-        mem_used = _used(sessions, None if used_bytes is None else used_bytes / session_memory_bytes)
-        if mem_used is not None:
-            spares.append(mem_capacity - mem_used)
-    if not spares:
-        return 0.0
-    return max(0.0, min(spares)) * weight / 100
+
+def capacity_sessions(
+    *,
+    state,
+    weight,
+    sessions,
+    cpu_count,
+    cpu_mhz,
+    load_1min,
+    mem_total_bytes,
+    mem_available_bytes,
+    session_cpu_mhz=DEFAULT_SESSION_CPU_MHZ,
+    session_memory_bytes=DEFAULT_SESSION_MEMORY_BYTES,
+):
+    """Sessions this server can hold in all, WEIGHT applied, or None if unknown.
+
+    The smaller capacity of the same halves spare_sessions() uses, times
+    weight/100, whatever the state: so rating <= capacity always, and
+    1 - rating/capacity is how full the server is. Clients use it to compare
+    servers of different sizes (docs/PROTOCOL.md).
+    """
+    _state, weight, halves = _checked_halves(dict(locals()))
+    if not halves:
+        return None
+    return min(capacity for capacity, _used in halves) * weight / 100

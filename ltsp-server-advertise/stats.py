@@ -76,7 +76,7 @@ import psutil
 
 from get_hosts import wire
 
-from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, spare_sessions
+from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, capacity_sessions, spare_sessions
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +388,7 @@ def server_stats(
     state, weight: the admin's STATE and WEIGHT. sample_age_ms: how old the
     metrics are. The budgets are the per-session ones of rating.spare_sessions.
     """
-    rating = spare_sessions(
+    rating_arguments = dict(
         state=state,
         weight=weight,
         sessions=metrics.get("sessions"),
@@ -405,7 +405,8 @@ def server_stats(
         hostname=metrics.get("hostname") or FALLBACK_HOSTNAME,
         state=state,
         weight=weight,
-        rating=rating,
+        rating=spare_sessions(**rating_arguments),
+        capacity=capacity_sessions(**rating_arguments),
         sample_age_ms=max(0, int(sample_age_ms)),
         **optional,
     )

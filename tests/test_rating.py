@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from ltsp_server_advertise.rating import (
     DEFAULT_SESSION_CPU_MHZ,
     DEFAULT_SESSION_MEMORY_BYTES,
+    capacity_sessions,
     spare_sessions,
 )
 
@@ -78,6 +79,9 @@ RATINGS = [
     ("weight 50 halves", case(weight=50), 80.0),
     ("weight 200 doubles", case(weight=200), 320.0),
     ("weight 0 means take nothing", case(weight=0), 0.0),
+    ("weight scales capacity, not spare: 160*50/100 - 40 sessions", case(weight=50, sessions=40), 40.0),
+    ("weight 200 with 40 sessions: 320 - 40", case(weight=200, sessions=40), 280.0),
+    ("weight 50 is full at half the hardware: 80 - 80", case(weight=50, sessions=80), 0.0),
     ("missing cpu_mhz: memory half alone, 200-5", case(cpu_mhz=None), 195.0),
     ("missing cpu_count: memory half alone", case(cpu_count=None), 195.0),
     ("missing mem_total: CPU half alone", case(mem_total_bytes=None), 160.0),
@@ -183,3 +187,21 @@ def test_rating_is_finite_non_negative_and_one_more_session_never_raises_it(sess
     assert 0.0 <= rating < math.inf
     if sessions is not None:
         assert spare_sessions(**{**arguments, "sessions": sessions + 1}) <= rating
+    capacity = capacity_sessions(**arguments)
+    assert (capacity is None and rating == 0.0) or rating <= capacity
+
+
+CAPACITIES = [
+    ("idle big server: CPU bound", case(), 160.0),
+    ("capacity ignores use: 150 sessions", case(sessions=150, load_1min=40.0), 160.0),
+    ("draining still has a capacity", case(state="drain"), 160.0),
+    ("weight scales it", case(weight=50), 80.0),
+    ("memory bound", case(cpu_count=32, mem_total_bytes=20 * S), 20.0),
+    ("same halves as the rating: CPU use unknown, memory alone", case(sessions=None, load_1min=None), 200.0),
+    ("nothing known", case(cpu_mhz=None, mem_total_bytes=None), None),
+]
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [row[1:] for row in CAPACITIES], ids=[row[0] for row in CAPACITIES])
+def test_capacity(arguments, expected):
+    assert capacity_sessions(**arguments) == expected

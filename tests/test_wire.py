@@ -23,6 +23,7 @@ FULL = wire.ServerStats(
     rating=23.5,
     sample_age_ms=120,
     sessions=12,
+    capacity=64.0,
     cpu_count=8,
     cpu_mhz=2400.0,
     load_1min=1.25,
