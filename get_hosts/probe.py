@@ -81,7 +81,7 @@ _RESOLVING, _CONNECTING, _READING = "resolving the name", "connecting", "reading
 class _Probe:
     """The state of one server's probe; owned by the poll loop."""
 
-    __slots__ = ("addresses", "decoder", "entry", "host", "index", "nbytes", "phase", "port", "sock")
+    __slots__ = ("addresses", "batch", "decoder", "entry", "host", "index", "nbytes", "phase", "port", "sock")
 
     def __init__(self, index, entry):
         self.index = index
@@ -97,6 +97,7 @@ class _Probe:
         self.sock = None
         self.nbytes = 0
         self.phase = _RESOLVING
+        self.batch = 0  # the poll batch in which its socket was registered
 
 
 def _host_arg(host):
@@ -194,6 +195,7 @@ def probe_pool(entries, timeout_ms):
     last_answer = None  # monotonic time of the latest valid answer
     quorum_time = None  # when half the pool had settled
     cutoff = deadline
+    batch = 0  # counts poll() calls; see _Probe.batch
 
     def finish(probe, stats=None, error=None):
         nonlocal pending, settled, slowest_ms, last_answer, quorum_time, cutoff
@@ -228,11 +230,17 @@ def probe_pool(entries, timeout_ms):
                 reason = f"cannot open a socket: {_os_reason(error)}"
                 continue
             sock.setblocking(False)
-            code = sock.connect_ex(sockaddr)
+            try:
+                code = sock.connect_ex(sockaddr)
+            except (OSError, OverflowError, ValueError) as error:
+                sock.close()
+                reason = f"connect failed: {_os_reason(error)}"
+                continue
             if code in (0, EINPROGRESS):
                 probe.sock = sock
                 probe.phase = _CONNECTING
                 by_fd[sock.fileno()] = probe
+                probe.batch = batch
                 poller.register(sock.fileno(), select.POLLOUT)
                 return
             sock.close()
@@ -297,6 +305,7 @@ def probe_pool(entries, timeout_ms):
             now = monotonic()
             if now >= cutoff:
                 break
+            batch += 1
             # Round up so that a wait of 0.3 ms does not spin with timeout 0.
             for fd, events in poller.poll((cutoff - now) * 1000.0 + 1.0):
                 if resolver is not None and fd == resolver.read_fd:
@@ -308,7 +317,9 @@ def probe_pool(entries, timeout_ms):
                             finish(probe, error=error)
                     continue
                 probe = by_fd.get(fd)
-                if probe is None:  # finished earlier in this same batch
+                if probe is None or probe.batch == batch:
+                    # Finished earlier in this batch, or its fd number was
+                    # closed and reused by a new socket: the event is stale.
                     continue
                 if probe.phase == _CONNECTING:
                     on_connected(probe, events)
