@@ -167,7 +167,8 @@ SCHEMA = (
         "100",
         whole_number(0),
         "Relative capacity of this server next to the others in the pool: 50 next to 100 "
-        "takes half the share. It scales the rating; 0 takes no new sessions.",
+        "takes half the share. It scales the capacity the rating is computed from (docs/PROTOCOL.md); "
+        "0 takes no new sessions.",
     ),
     Key(
         "SAMPLE_SECONDS",
