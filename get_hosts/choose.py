@@ -179,12 +179,53 @@ def order_mac_hash(candidates, rng=None, client_key=""):
     return sorted(candidates, key=key)
 
 
+def capacity_of(stats):
+    """Sessions a server holds in all: its <capacity>, else rating + sessions (an older daemon), at least 1."""
+    if stats.capacity:
+        return stats.capacity
+    return max(stats.rating + (stats.sessions or 0), 1.0)
+
+
+def fullness_after_one_more(stats):
+    """How full the server would be with this login too: (used + 1) / capacity."""
+    capacity = capacity_of(stats)
+    return (capacity - min(stats.rating, capacity) + 1) / capacity
+
+
+def order_two_choice(candidates, rng, client_key=None):
+    """The power of two choices, sized: the default (docs/placement.md says why).
+
+    Two different servers are drawn with probability proportional to their
+    capacity; the one that would be less full after this login goes first.
+    The others follow, least full first (ties at random). Every client of a
+    login storm reads the same seconds-old figures: best-rated sends them all
+    to one server, weighted random piles up noise; two random candidates,
+    compared, stay balanced on old information (Mitzenmacher 2000), and
+    drawing them by capacity gives each server its share when all are empty.
+    """
+    rest = list(candidates)
+    if len(rest) < 2:
+        return rest
+    weights = [capacity_of(candidate.stats) for candidate in rest]
+    first = rng.choices(range(len(rest)), weights=weights)[0]
+    weights[first] = 0.0
+    second = rng.choices(range(len(rest)), weights=weights)[0]
+
+    def fullness(candidate):
+        return (fullness_after_one_more(candidate.stats), rng.random())
+
+    winner = min(rest[first], rest[second], key=fullness)
+    rest.remove(winner)
+    return [winner, *sorted(rest, key=fullness)]
+
+
 def order_fixed(candidates, rng=None, client_key=None):
     """The pool exactly as configured."""
     return list(candidates)
 
 
 ALGORITHMS = {
+    "two-choice": order_two_choice,
     "random": order_random,
     "best-rated": order_best_rated,
     "weighted": order_weighted,

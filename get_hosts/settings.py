@@ -32,7 +32,7 @@ from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
 
-DEFAULT_ALGORITHM = "weighted"
+DEFAULT_ALGORITHM = "two-choice"
 DEFAULT_PORT = 377
 DEFAULT_LTS_CONF = "/etc/lts.conf"
 ENVIRONMENT = "the environment"
@@ -132,7 +132,8 @@ VARIABLES = (
         DEFAULT_ALGORITHM,
         DEFAULT_ALGORITHM,
         to_algorithm,
-        "How usable servers are ordered: random, best-rated, weighted, mac-hash or fixed (no probing).",
+        "How usable servers are ordered: two-choice (the default: spreads a login storm evenly), random, "
+        "best-rated, weighted, mac-hash or fixed (no probing).",
     ),
     Variable("LB_PORT", "port", DEFAULT_PORT, str(DEFAULT_PORT), to_port, "Port of ltsp-server-advertise."),
     Variable(

@@ -36,6 +36,18 @@ there for many releases. Machines without logind (no such directory) fall back t
 psutil.users(), counting distinct (user, terminal, host) entries; the log
 says which source is in use.
 
+Logins in progress count too, as RD Connection Broker's
+ConnectionEstablishmentPenalty does: from the moment LDM's ssh connects until
+the session's desktop is up takes 3-10 s, and in a login storm every client
+choosing in that window would otherwise see the server as emptier than it
+is. An LDM login holds one established TCP connection to sshd for its whole
+life, so established connections to port 22 (/proc/net/tcp and tcp6, a
+read of small kernel tables, no process scan) that logind does not yet know
+as an sshd session are logins in progress: sessions = logind's user sessions
++ max(0, established sshd connections - logind's sshd sessions). An admin's
+scp counts for its few seconds: overcounting lowers the rating, the safe way.
+If /proc/net/tcp cannot be read, logins in progress count 0 (one warning).
+
 Swapping: "swap used" stays high for days after a burst, so it says nothing
 about now. We take the kernel's cumulative page-in and page-out counters
 (/proc/vmstat pswpin/pswpout) at every collect() and report swapping when
@@ -81,6 +93,8 @@ from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, capac
 log = logging.getLogger(__name__)
 
 DEFAULT_SESSIONS_DIR = "/run/systemd/sessions"
+# LDM logs in over ssh; its established connections are logins in progress.
+DEFAULT_SSH_PORT = 22
 DEFAULT_SWAP_RATE_THRESHOLD_BYTES_PER_S = 2**20
 MIN_SWAP_WINDOW_SECONDS = 1.0
 # Hostname of last resort: the wire format requires one, and it is only
@@ -120,16 +134,27 @@ def _non_negative(name, value):
 
 def _is_open_user_session(text):
     """logind session file text -> whether it is a human's session still open."""
+    return _session_kind(text)[0]
+
+
+def _session_kind(text):
+    """logind session file text -> (open user session, opened by sshd)."""
     fields = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
     # logind always writes CLASS; pam_systemd's default class is "user", so a
     # file without one is counted (overcounting lowers the rating, the safe way).
     session_class = fields.get("CLASS", "user")
     is_user = session_class == "user" or session_class.startswith("user-")
-    return is_user and fields.get("STATE") != "closing"
+    is_open = is_user and fields.get("STATE") != "closing"
+    return (is_open, is_open and fields.get("SERVICE") == "sshd")
 
 
 def count_logind_sessions(sessions_dir, cache=None):
-    """Open user sessions registered with systemd-logind in sessions_dir.
+    """Open user sessions registered with systemd-logind in sessions_dir."""
+    return logind_session_counts(sessions_dir, cache)[0]
+
+
+def logind_session_counts(sessions_dir, cache=None):
+    """(open user sessions, of which opened by sshd) registered with systemd-logind.
 
     cache: a dict the caller keeps between calls (the collector does): a file
     whose inode, mtime and size are unchanged is not read again. logind
@@ -156,17 +181,47 @@ def count_logind_sessions(sessions_dir, cache=None):
                     text = session_file.read()
             except FileNotFoundError:
                 continue  # the session closed between listing and reading
-            seen[entry.name] = (key, _is_open_user_session(text))
+            seen[entry.name] = (key, _session_kind(text))
     if cache is not None:
         # Replaced, not merged: closed sessions leave the cache with their files.
         cache.clear()
         cache.update(seen)
-    return sum(is_open for _key, is_open in seen.values())
+    kinds = [kind for _key, kind in seen.values()]
+    return (sum(is_open for is_open, _ssh in kinds), sum(is_ssh for _open, is_ssh in kinds))
+
+
+TCP_ESTABLISHED = "01"  # the kernel's st column in /proc/net/tcp
+
+
+def count_established_connections(local_port):
+    """Established TCP connections to local_port, IPv4 and IPv6 (/proc/net/tcp, tcp6).
+
+    A missing tcp6 (a kernel without IPv6) counts 0; a missing tcp raises.
+    """
+    count = 0
+    port_hex = f"{local_port:04X}"
+    for name, required in (("net/tcp", True), ("net/tcp6", False)):
+        try:
+            with open(_procfs(name), encoding="ascii") as table:
+                next(table, None)  # the header line
+                for line in table:
+                    fields = line.split(None, 4)
+                    if len(fields) > 3 and fields[3] == TCP_ESTABLISHED and fields[1].endswith(":" + port_hex):
+                        count += 1
+        except FileNotFoundError:
+            if required:
+                raise
+    return count
 
 
 def count_utmp_sessions(users):
     """Sessions in psutil.users() entries: distinct (user, terminal, host)."""
     return len({(user.name, user.terminal, user.host) for user in users})
+
+
+def count_utmp_remote_sessions(users):
+    """The utmp sessions that came over the network (a host is recorded): sshd's."""
+    return len({(user.name, user.terminal, user.host) for user in users if user.host})
 
 
 # --- kernel files read directly --------------------------------------------------
@@ -229,6 +284,8 @@ class StatsCollector:
 
     sessions_dir: systemd-logind's session directory; None counts utmp only.
     use_utmp: fall back to utmp (psutil.users()) when sessions_dir is absent.
+    ssh_port: sshd's port, whose established connections without a session
+    are logins in progress; None counts none.
     swap_rate_threshold_bytes_per_s: paging faster than this is "swapping".
     clock: monotonic seconds, the time base of collect(now=...).
     """
@@ -238,6 +295,7 @@ class StatsCollector:
         *,
         sessions_dir=DEFAULT_SESSIONS_DIR,
         use_utmp=True,
+        ssh_port=DEFAULT_SSH_PORT,
         swap_rate_threshold_bytes_per_s=DEFAULT_SWAP_RATE_THRESHOLD_BYTES_PER_S,
         clock=time.monotonic,
     ):
@@ -246,6 +304,7 @@ class StatsCollector:
             raise ValueError(f"swap_rate_threshold_bytes_per_s is not a non-negative number (got {threshold!r})")
         self.sessions_dir = sessions_dir
         self.use_utmp = use_utmp
+        self.ssh_port = ssh_port
         self.swap_rate_threshold_bytes_per_s = threshold
         self._clock = clock
         self._failing = set()  # names of the readers whose failure was logged
@@ -311,16 +370,32 @@ class StatsCollector:
     def _read_sessions(self, _now):
         if self.sessions_dir is not None:
             try:
-                count = count_logind_sessions(self.sessions_dir, self._session_cache)
+                count, ssh_sessions = logind_session_counts(self.sessions_dir, self._session_cache)
             except FileNotFoundError:
                 if not self.use_utmp:
                     raise
             else:
                 self._note_sessions_source(f"systemd-logind ({self.sessions_dir})")
-                return (count,)
-        count = count_utmp_sessions(psutil.users())
+                return (count + self._ssh_logins_in_progress(ssh_sessions),)
+        users = psutil.users()
         self._note_sessions_source("utmp (no systemd-logind sessions directory)")
-        return (count,)
+        return (count_utmp_sessions(users) + self._ssh_logins_in_progress(count_utmp_remote_sessions(users)),)
+
+    def _ssh_logins_in_progress(self, ssh_sessions):
+        """sshd connections not (yet) known as sessions; 0 if they cannot be counted."""
+        if self.ssh_port is None:
+            return 0
+        try:
+            connections = count_established_connections(self.ssh_port)
+        except Exception as error:
+            if "logins in progress" not in self._failing:
+                self._failing.add("logins in progress")
+                log.warning("cannot count ssh logins in progress, counting 0: %s: %s", type(error).__name__, error)
+            return 0
+        if "logins in progress" in self._failing:
+            self._failing.discard("logins in progress")
+            log.info("ssh logins in progress can be counted again")
+        return max(0, connections - ssh_sessions)
 
     def _note_sessions_source(self, source):
         if source != self._sessions_source:

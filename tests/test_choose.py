@@ -141,12 +141,12 @@ def test_unknown_algorithm_lists_the_valid_ones():
         choose.get_algorithm("least-loaded")
     message = str(raised.value)
     assert "least-loaded" in message
-    for name in ("random", "best-rated", "weighted", "mac-hash", "fixed"):
+    for name in ("two-choice", "random", "best-rated", "weighted", "mac-hash", "fixed"):
         assert name in message
 
 
 def test_registry_names_match_the_spec():
-    assert set(choose.ALGORITHMS) == {"random", "best-rated", "weighted", "mac-hash", "fixed"}
+    assert set(choose.ALGORITHMS) == {"two-choice", "random", "best-rated", "weighted", "mac-hash", "fixed"}
     assert set(choose.NO_PROBE) == {"fixed"}
 
 
@@ -331,3 +331,58 @@ def test_unit_hash_is_in_the_open_unit_interval_and_spread():
     # Neighbouring MACs land in every tenth of the interval.
     assert len({int(v * 10) for v in values}) == 10
     assert choose.unit_hash("x") == choose.unit_hash("x")
+
+
+# --- two-choice ------------------------------------------------------------------
+
+
+def sized(name, capacity, used):
+    """A result for a server of CAPACITY sessions with USED of them taken."""
+    return result(name, rating=float(capacity - used), capacity=float(capacity), sessions=used)
+
+
+def test_two_choice_puts_the_less_full_of_two_first():
+    # 90% vs 10% full: whichever is drawn first, the emptier one wins.
+    results = [sized("full", 100, 90), sized("empty", 100, 10)]
+    firsts = Counter(choose.order_two_choice(results, random.Random(seed))[0].entry.name for seed in range(200))
+    assert firsts == {"empty": 200}
+
+
+def test_two_choice_compares_fullness_not_spare_sessions():
+    # The big server has more spare sessions (40 > 9) but is fuller (80% > 10%).
+    results = [sized("big", 200, 160), sized("small", 10, 1)]
+    assert choose.order_two_choice(results, random.Random(1))[0].entry.name == "small"
+
+
+def test_two_choice_spreads_equal_servers_evenly():
+    results = [sized(f"s{i}", 50, 10) for i in range(4)]
+    firsts = Counter(choose.order_two_choice(results, random.Random(seed))[0].entry.name for seed in range(4000))
+    assert set(firsts) == {"s0", "s1", "s2", "s3"}
+    assert all(850 < n < 1150 for n in firsts.values()), firsts
+
+
+def test_two_choice_draws_by_capacity():
+    # Equally full; "big" holds 3x, so one more login fills it least and it
+    # wins every pair it is drawn in. "small" goes first only when the pair
+    # is {small, other} (p = 0.2*0.25 + 0.2*0.25 = 0.1) and it wins the tie:
+    # about 5% of clients, still some.
+    results = [sized("big", 300, 150), sized("small", 100, 50), sized("other", 100, 50)]
+    firsts = Counter(choose.order_two_choice(results, random.Random(seed))[0].entry.name for seed in range(3000))
+    assert 2600 < firsts["big"] < 2800
+    assert 100 < firsts["small"] < 200
+
+
+def test_two_choice_orders_the_rest_least_full_first():
+    results = [sized("a", 100, 70), sized("b", 100, 20), sized("c", 100, 50), sized("d", 100, 90)]
+    for seed in range(50):
+        order = [r.entry.name for r in choose.order_two_choice(results, random.Random(seed))]
+        rest = order[1:]
+        fullness = {"a": 70, "b": 20, "c": 50, "d": 90}
+        assert [fullness[n] for n in rest] == sorted(fullness[n] for n in rest)
+
+
+def test_two_choice_without_capacity_uses_rating_plus_sessions():
+    # An older daemon that sends no <capacity>: 10 of 20 vs 1 of 20.
+    results = [result("old1", rating=10.0, sessions=10), result("old2", rating=19.0, sessions=1)]
+    firsts = {choose.order_two_choice(results, random.Random(seed))[0].entry.name for seed in range(50)}
+    assert firsts == {"old2"}

@@ -41,7 +41,7 @@ def test_defaults_are_the_documented_ones():
     defaults = config.defaults()
     assert defaults.state == "ready"
     assert defaults.weight == 100
-    assert defaults.sample_seconds == 2.0
+    assert defaults.sample_seconds == 1.0  # docs/placement.md
     assert defaults.max_clients == 1024
     assert defaults.listen == (("::", 377), ("0.0.0.0", 377))
     assert defaults.allow == (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))

@@ -204,8 +204,12 @@ def test_defaults_with_server_alone(tmp_path):
     )
 
 
-def test_default_algorithm_is_herd_safe():
-    assert DEFAULT_ALGORITHM == "weighted"
+def test_default_algorithm_is_the_herd_safe_one():
+    # docs/placement.md: the login-storm simulation chose it; choose.py has it.
+    from get_hosts import choose
+
+    assert DEFAULT_ALGORITHM == "two-choice"
+    assert DEFAULT_ALGORITHM in choose.ALGORITHMS
 
 
 def test_environment_beats_lts_conf(tmp_path):

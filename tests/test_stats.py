@@ -129,12 +129,54 @@ MONOTONIC=123456789
 """
 
 
+TCP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+TCP_LINE = (
+    "{sl:4d}: {local} {remote} {state} 00000000:00000000 02:000A7E39 00000000"
+    "     0        0 3131{sl} 4 0 20 4 31 10 -1\n"
+)
+SSHD_LISTENING = {"local": "00000000:0016", "remote": "00000000:0000", "state": "0A"}
+TCP6_SSHD_LISTENING = {"local": "0" * 32 + ":0016", "remote": "0" * 32 + ":0000", "state": "0A"}
+
+
+def tcp_table(*rows):
+    """/proc/net/tcp text: the header, then one line per row (local, remote, state)."""
+    return TCP_HEADER + "".join(TCP_LINE.format(sl=n, **row) for n, row in enumerate(rows))
+
+
+def ssh_client(n, state="01"):
+    """An established connection from a thin client to this server's sshd (192.168.0.1:22)."""
+    return {"local": "0100A8C0:0016", "remote": f"{100 + n:02X}00A8C0:{0xC350 + n:04X}", "state": state}
+
+
+def ssh_client6(n):
+    return {
+        "local": "0000000000000000FFFF00000100A8C0:0016",
+        "remote": f"0000000000000000FFFF0000{n:02X}00A8C0:C351",
+        "state": "01",
+    }
+
+
+# This server's own ssh to another host: the local port is not 22.
+OUTGOING_SSH = {"local": "0100A8C0:B2C4", "remote": "0200A8C0:0016", "state": "01"}
+# Something else entirely, in TIME_WAIT.
+UNRELATED = {"local": "0100007F:0277", "remote": "0100007F:E0F2", "state": "06"}
+
+
 @pytest.fixture
 def proc(tmp_path, monkeypatch):
     """A fake /proc with every file stats.py reads; monkeypatch restores PROCFS_PATH."""
     root = tmp_path / "proc"
     root.mkdir()
-    files = {"meminfo": MEMINFO, "loadavg": LOADAVG, "stat": STAT, "cpuinfo": CPUINFO, "vmstat": vmstat()}
+    (root / "net").mkdir()
+    files = {
+        "meminfo": MEMINFO,
+        "loadavg": LOADAVG,
+        "stat": STAT,
+        "cpuinfo": CPUINFO,
+        "vmstat": vmstat(),
+        "net/tcp": tcp_table(SSHD_LISTENING, OUTGOING_SSH, UNRELATED),
+        "net/tcp6": tcp_table(TCP6_SSHD_LISTENING),
+    }
     for name, text in files.items():
         (root / name).write_text(text)
     monkeypatch.setattr(psutil, "PROCFS_PATH", str(root))
@@ -514,3 +556,59 @@ def test_own_cpuinfo_fallback_averages_and_refuses_what_has_no_speed(proc):
     (proc / "cpuinfo").write_text(CPUINFO.replace("cpu MHz", "bogomips"))
     with pytest.raises(ValueError, match="no 'cpu MHz'"):
         stats.read_cpuinfo_mhz()
+
+
+# --- logins in progress ------------------------------------------------------------
+
+
+def test_established_connections_to_sshd_are_counted_v4_and_v6(proc):
+    (proc / "net" / "tcp").write_text(
+        tcp_table(SSHD_LISTENING, ssh_client(1), ssh_client(2), ssh_client(3, state="06"), OUTGOING_SSH, UNRELATED)
+    )
+    (proc / "net" / "tcp6").write_text(tcp_table(TCP6_SSHD_LISTENING, ssh_client6(4)))
+    # Listening, TIME_WAIT, outgoing and other ports do not count.
+    assert stats.count_established_connections(22) == 3
+    assert stats.count_established_connections(2222) == 0
+
+
+def test_no_tcp6_table_counts_ipv4_alone(proc):
+    (proc / "net" / "tcp").write_text(tcp_table(ssh_client(1)))
+    (proc / "net" / "tcp6").unlink()
+    assert stats.count_established_connections(22) == 1
+
+
+def test_a_login_counts_from_its_ssh_connection_before_logind_knows_it(proc, sessions_dir, caplog):
+    collector = stats.StatsCollector(sessions_dir=str(sessions_dir))
+    add_session(sessions_dir, 1)  # an sshd session: its connection is ssh_client(1)
+    (proc / "net" / "tcp").write_text(tcp_table(SSHD_LISTENING, ssh_client(1)))
+    assert collector.collect()["sessions"] == 1
+    # Two more thin clients connect: their desktops are seconds away.
+    (proc / "net" / "tcp").write_text(tcp_table(SSHD_LISTENING, ssh_client(1), ssh_client(2), ssh_client(3)))
+    assert collector.collect()["sessions"] == 3
+    # One of them gets its logind session: still three, not four.
+    add_session(sessions_dir, 2)
+    assert collector.collect()["sessions"] == 3
+    assert warnings_of(caplog) == []
+
+
+def test_local_sessions_and_ssh_logins_add_up(proc, sessions_dir):
+    add_session(sessions_dir, 1, "user", "active")
+    local = (sessions_dir / "1").read_text().replace("SERVICE=sshd", "SERVICE=gdm-password")
+    (sessions_dir / "1").write_text(local)
+    (proc / "net" / "tcp").write_text(tcp_table(ssh_client(1)))
+    assert stats.StatsCollector(sessions_dir=str(sessions_dir)).collect()["sessions"] == 2
+
+
+def test_unreadable_tcp_table_counts_no_logins_in_progress_with_one_warning(proc, sessions_dir, caplog):
+    add_session(sessions_dir, 1)
+    (proc / "net" / "tcp").unlink()
+    collector = stats.StatsCollector(sessions_dir=str(sessions_dir))
+    assert collector.collect()["sessions"] == 1
+    assert collector.collect()["sessions"] == 1
+    assert len(warnings_of(caplog)) == 1
+    assert "logins in progress" in warnings_of(caplog)[0].getMessage()
+
+
+def test_ssh_port_none_counts_sessions_alone(proc, sessions_dir):
+    (proc / "net" / "tcp").write_text(tcp_table(ssh_client(1), ssh_client(2)))
+    assert stats.StatsCollector(sessions_dir=str(sessions_dir), ssh_port=None).collect()["sessions"] == 0
