@@ -6,7 +6,13 @@ Rules:
   --json's document); everything else goes to stderr, prefixed
   ``get_hosts: warning:``, ``get_hosts: explain:`` or ``get_hosts: error:``.
 - Exit 0 whenever a host (or the table/document) was printed; 2 when nothing
-  can be printed, with one ``get_hosts: error: ...`` line.
+  can be printed (no pool at all), with one ``get_hosts: error: ...`` line.
+- Bad input never costs the login screen its hosts: a bad LB_* value is a
+  warning naming variable, file:line and value, and its default is used; an
+  unknown LB_ALGORITHM is a warning listing the valid names, and the default
+  algorithm is used; an lts.conf that cannot be read is a warning naming
+  file and line, and the environment (which LTSP exports from lts.conf to
+  screen scripts) is used alone.
 - A login screen is never left without a host: no usable server prints the
   whole pool in configured order, and an unexpected bug after the pool is
   known prints the pool too (the traceback only with --debug).
@@ -98,16 +104,40 @@ def _client_key(settings, out):
     return "", None
 
 
-def _run(options, environ, state):
+def _load_settings(environ, options):
+    """Settings, recovering from what can be recovered (see the module rules)."""
     from get_hosts import settings as settings_module
 
-    settings = settings_module.load_settings(environ, options.lts_conf)
+    try:
+        return settings_module.load_settings(environ, options.lts_conf, strict=False)
+    except GetHostsError as error:
+        from get_hosts.ltsconf import LtsConfError
+
+        if not isinstance(error, LtsConfError):
+            raise
+        try:
+            settings = settings_module.load_settings(environ, strict=False, use_lts_conf=False)
+        except GetHostsError:
+            raise error from None  # nothing to print: name the first cause
+        _stderr(f"{PROG}: warning: {_escape(error)}; using the environment alone")
+        return settings
+
+
+def _run(options, environ, state):
+    settings = _load_settings(environ, options)
     state["settings"] = settings
     for warning in settings.warnings:
         _stderr(f"{PROG}: warning: {_escape(warning)}")
     from get_hosts import choose
 
-    algorithm = choose.get_algorithm(settings.algorithm)
+    try:
+        algorithm = choose.get_algorithm(settings.algorithm)
+    except GetHostsError as error:
+        from get_hosts.settings import DEFAULT_ALGORITHM
+
+        _stderr(f"{PROG}: warning: {_escape(error)}; using {DEFAULT_ALGORITHM}")
+        settings = settings._replace(algorithm=DEFAULT_ALGORITHM)
+        algorithm = choose.get_algorithm(settings.algorithm)
     explain = [f"algorithm {settings.algorithm}, pool of {len(settings.servers)}, deadline {settings.timeout_ms} ms"]
     wants_table = options.status or options.json
 

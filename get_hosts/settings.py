@@ -335,15 +335,20 @@ def _lookup(name, environ, entries):
     return None, None
 
 
-def load_settings(environ, lts_conf_path=None, identity=None, strict=True):
+def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_lts_conf=True):
     """Settings for this client from ENVIRON (a mapping), then lts.conf (see module rules).
 
     IDENTITY (identity.Identity) picks the lts.conf sections; without it,
     client_identity() is asked only when lts.conf has sections other than
-    [Default]. Raises GetHostsError (ltsconf.LtsConfError for lts.conf).
+    [Default]. STRICT false turns a bad value into a warning and the default.
+    USE_LTS_CONF false reads the environment alone (what LTSP exported from
+    lts.conf), for when lts.conf itself cannot be read. Raises GetHostsError
+    (ltsconf.LtsConfError for lts.conf).
     """
     warnings = []
-    entries, conf_path, identity = _read_conf(environ, lts_conf_path, identity, warnings)
+    entries, conf_path = {}, None
+    if use_lts_conf:
+        entries, conf_path, identity = _read_conf(environ, lts_conf_path, identity, warnings)
     values = {}
     pool_text = pool_source = None
     for var in VARIABLES:

@@ -247,8 +247,6 @@ def error_lines(out):
     ("args", "env", "words"),
     [
         ((), {}, "no server pool"),
-        ((), {"LB_SERVERS": "127.0.0.1", "LB_ALGORITHM": "least-loaded"}, "valid: best-rated, fixed, mac-hash"),
-        ((), {"LB_SERVERS": "127.0.0.1", "LB_TIMEOUT": "soon"}, "LB_TIMEOUT"),
         (("--bogus",), {"LB_SERVERS": "127.0.0.1"}, "unknown option '--bogus'"),
         (("--lts-conf",), {"LB_SERVERS": "127.0.0.1"}, "--lts-conf needs a FILE"),
         (("--lts-conf", "/nonexistent/lts.conf"), {}, "/nonexistent/lts.conf"),
@@ -262,6 +260,48 @@ def test_exit_2_with_one_error_line(lts_conf, args, env, words):
     [line] = error_lines(out)
     assert line.startswith("get_hosts: error: ")
     assert words in line
+
+
+def test_broken_lts_conf_and_no_pool_in_the_environment_names_the_file_line(tmp_path):
+    broken = tmp_path / "lts.conf"
+    broken.write_text("[Default]\nLB_SERVERS = app1\n[lab\n")
+    out = run(lts_conf=broken)
+    assert out.returncode == 2
+    assert out.stdout == b""
+    [line] = error_lines(out)
+    assert line == f"get_hosts: error: {broken}:3: section header without ']': '[lab'"
+
+
+RECOVERABLE = [
+    ({"LB_TIMEOUT": "soon"}, "LB_TIMEOUT in the environment: 'soon' is not a whole number of milliseconds"),
+    ({"LB_MAX_LOAD": "high"}, "LB_MAX_LOAD in the environment: 'high'"),
+    ({"LB_SKIP_SWAPPING": "maybe"}, "LB_SKIP_SWAPPING in the environment: 'maybe' is not a boolean"),
+    ({"LB_ALGORITHM": "least-loaded"}, "unknown LB_ALGORITHM 'least-loaded' (valid: best-rated, fixed, mac-hash,"),
+]
+
+
+@pytest.mark.parametrize(("env", "words"), RECOVERABLE, ids=[next(iter(row[0])) for row in RECOVERABLE])
+def test_a_bad_value_warns_and_still_prints_the_hosts(serve, lts_conf, env, words):
+    server = serve(send(document()), host="127.0.0.1")
+    out = run(env={"LB_SERVERS": server.pool_word, **env}, lts_conf=lts_conf)
+    assert out.returncode == 0
+    assert out.stdout == b"127.0.0.1\n"
+    [line] = error_lines(out)
+    assert line.startswith("get_hosts: warning: ")
+    assert words in line
+    assert "using" in line  # says what it does instead
+
+
+def test_broken_lts_conf_falls_back_to_the_exported_environment(serve, tmp_path):
+    server = serve(send(document()), host="127.0.0.1")
+    broken = tmp_path / "lts.conf"
+    broken.write_text('[Default]\nLB_SERVERS = "unterminated\n')
+    out = run(env={"LB_SERVERS": server.pool_word}, lts_conf=broken)
+    assert out.returncode == 0
+    assert out.stdout == b"127.0.0.1\n"
+    [line] = error_lines(out)
+    assert line.startswith(f"get_hosts: warning: {broken}:2: unterminated quoted value")
+    assert line.endswith("; using the environment alone")
 
 
 def test_pool_warnings_go_to_stderr(serve, lts_conf):
