@@ -21,8 +21,8 @@ Rules of this module (the CLI and the tests rely on them):
   ``error`` keeps the reason (our own words; text quoted from the server is
   already repr-escaped by wire, and the CLI escapes again before printing).
 - The response time is measured from the start of probe_pool to the end of
-  the document (the server closing the connection), so it includes name
-  resolution and connecting.
+  the document (its closing root tag, or the server closing the connection,
+  whichever comes first), so it includes name resolution and connecting.
 
 The straggler rule (docs/get_hosts.md says the same):
 
@@ -278,8 +278,11 @@ def probe_pool(entries, timeout_ms):
             if data:
                 probe.nbytes += len(data)
                 probe.decoder.feed(data)
-                return
-            if probe.nbytes == 0:
+                if not probe.decoder.complete:
+                    return
+                # The root element closed: the answer is whole, whether or
+                # not the server closes the connection (docs/PROTOCOL.md).
+            elif probe.nbytes == 0:
                 finish(probe, error="closed the connection without sending anything")
                 return
             stats = probe.decoder.close()

@@ -208,7 +208,9 @@ class Decoder:
 
     Fails as early as the bytes allow (a wrong root element or a DOCTYPE is
     refused on the chunk that carries it), so a hostile server costs the
-    reader nothing more than the bytes already read.
+    reader nothing more than the bytes already read. ``complete`` turns true
+    on the chunk that closes the root element: the reader need not wait for
+    the server to close the connection.
     """
 
     def __init__(self):
@@ -220,6 +222,7 @@ class Decoder:
         self._text = []
         self._values = {}
         self._done = False
+        self.complete = False  # the root element has closed: close() may be called now
         parser = expat.ParserCreate(encoding="UTF-8")
         # Refuse DTDs outright: no entity, internal or external, is ever
         # declared, so none can be expanded or fetched.
@@ -296,6 +299,8 @@ class Decoder:
         self._version_seen = True
 
     def _end(self, name):
+        if self._depth == 1:
+            self.complete = True
         if self._current is not None and self._depth == 2:
             attribute, element, codec, _required, _meaning = self._current
             self._current = None

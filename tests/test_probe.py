@@ -168,7 +168,6 @@ HOSTILE = {
     "HTML": (send(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html><body>hi</body></html>"), "bad document"),
     "nothing, then close": (send(b""), "without sending anything"),
     "accept and stall": (stall, "timed out"),
-    "document, then never close": (send_then_stall(GOOD), "timed out"),
     "document, then more": (send(GOOD + b"<ltsp-server/>"), "bad document"),
     "another protocol version": (send(GOOD.replace(b'version="1"', b'version="2"')), "version"),
     "control character": (send(GOOD.replace(b"<hostname>good", b"<hostname>\x1b[2Jgood")), "bad document"),
@@ -240,6 +239,15 @@ def test_every_hostile_kind_at_once_beside_good_servers(serve, tmp_path):
     assert all(r.stats is None and r.error for r in results[3:])
     # The stalled ones are cut by the straggler grace, not the 3 s deadline.
     assert t.seconds < probe.GRACE_MAX_MS / 1000 + SLACK + 0.2
+
+
+def test_a_document_is_taken_when_its_root_closes_even_if_the_server_holds_on(serve):
+    holder = serve(send_then_stall(GOOD))
+    with Elapsed() as t:
+        [result] = probe_pool([entry(holder)], 3000)
+    assert result.error is None
+    assert result.stats is not None
+    assert t.seconds < 1.0  # not the 3 s deadline
 
 
 # --- the straggler rule ----------------------------------------------------

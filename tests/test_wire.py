@@ -263,3 +263,20 @@ def test_protocol_doc_names_every_element():
     for _name, element, *_rest in wire.FIELDS:
         assert f"`<{element}>`" in doc
         assert f'name="{element}"' in schema
+
+
+def test_complete_turns_true_when_the_root_element_closes():
+    decoder = wire.Decoder()
+    cut = GOOD.index(b"</ltsp-server>")
+    decoder.feed(GOOD[:cut])
+    assert not decoder.complete
+    decoder.feed(GOOD[cut : cut + 5])
+    assert not decoder.complete
+    decoder.feed(GOOD[cut + 5 :])
+    assert decoder.complete
+    assert decoder.close() == FULL
+
+
+def test_a_nested_unknown_element_closing_does_not_complete():
+    decoder = wire.Decoder().feed(b'<ltsp-server version="1"><future><x/></future>')
+    assert not decoder.complete
