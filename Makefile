@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 # Commands the real-network and ssh tests drive; installed only when root.
 SYSTEM_TOOLS := ip:iproute2 ssh-keyscan:openssh-client /usr/sbin/sshd:openssh-server
 
-.PHONY: all test lint format demo bench deb clean system-deps
+.PHONY: all test lint format demo bench deb deb-check clean system-deps
 
 all: test
 
@@ -48,6 +48,33 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# The two .debs, built from a clean copy of the tracked files (untracked junk
+# and .venv never reach the package), then checked with lintian: an error
+# fails the build. As root, missing build dependencies (debian/control's
+# Build-Depends, plus lintian) are apt-get installed first. The packages are
+# Architecture: all with no compiled code, so the implicit build-essential set
+# is not required (dpkg-buildpackage -d after our own dpkg-checkbuilddeps -I).
+DEB_DIR := build/deb
+
+deb:
+	@deps=$$(awk '/^Build-Depends:/ {f=1; sub(/^Build-Depends:/, ""); print; next} f && /^[ \t]/ {print; next} {f=0}' debian/control \
+	  | tr ',' '\n' | sed -e 's/[([|].*//' -e 's/[[:space:]]//g' -e 's/^debhelper-compat$$/debhelper/' | grep . | tr '\n' ' '); \
+	if ! command -v dpkg-checkbuilddeps >/dev/null || ! command -v lintian >/dev/null || ! dpkg-checkbuilddeps -I 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing build dependencies: dpkg-dev lintian $$deps"; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dpkg-dev lintian $$deps >/dev/null; \
+	  else echo "make deb: missing build dependencies (run as root to apt-get them): dpkg-dev lintian $$deps" >&2; exit 1; fi; \
+	fi
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
+	git ls-files -z | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/src
+	cd $(DEB_DIR)/src && dpkg-checkbuilddeps -I && dpkg-buildpackage -us -uc -b -d
+	lintian --fail-on error $(DEB_DIR)/*.changes
+	@ls -1 $(DEB_DIR)/*.deb
+
+# Installs the built .debs, runs what they installed, removes them (root only; CI).
+deb-check:
+	.ci/check-debs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
