@@ -1,0 +1,163 @@
+"""make demo: the whole system at work on this machine, in well under a minute.
+
+Four application servers on loopback addresses 127.0.1.1-4, each a real
+ltsp-server-advertise daemon with its own config: app1 as shipped, app2 with
+WEIGHT 200, app3 drained, app4 dead (nothing listens there). Then get_hosts,
+the real command a thin client runs, reads a real lts.conf naming that pool
+and chooses: its --status table, each algorithm over 20 logins, --explain,
+and a live drain with SIGHUP. Nothing leaves loopback.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+PORT = 377 if os.geteuid() == 0 else 3377  # the real port when we may bind it
+SERVERS = {  # name: (address, config lines or None for a dead host)
+    "app1": ("127.0.1.1", ""),
+    "app2": ("127.0.1.2", "WEIGHT = 200\n"),
+    "app3": ("127.0.1.3", "STATE = drain\n"),
+    "app4": ("127.0.1.4", None),
+}
+LOGINS = 20
+
+
+def heading(text):
+    print(f"\n\033[1m== {text}\033[0m" if sys.stdout.isatty() else f"\n== {text}", flush=True)
+
+
+def show(command, output):
+    print(f"$ {command}")
+    print(textwrap.indent(output.rstrip("\n"), "  "), flush=True)
+
+
+def wait_listening(address, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, PORT), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"demo: the daemon on {address}:{PORT} did not start")
+
+
+def start_daemons(workdir):
+    daemons = {}
+    for name, (address, config) in SERVERS.items():
+        if config is None:
+            continue
+        path = workdir / f"{name}.conf"
+        # As root each daemon binds port 377 and drops to nobody, as in production.
+        path.write_text(f"# {name}: ltsp-server-advertise config for the demo\n{config}")
+        path.chmod(0o644)
+        command = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(path)]
+        command += ["--listen", f"{address}:{PORT}"]
+        daemons[name] = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    for address, config in SERVERS.values():
+        if config is not None:
+            wait_listening(address)
+    return daemons
+
+
+def get_hosts(lts_conf, *args, **env):
+    """Run the real get_hosts as LDM would: a clean environment, lts.conf, stdout only."""
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LTS_CONF": str(lts_conf), **env}
+    command = [sys.executable, "-m", "get_hosts", *args]
+    done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=30)
+    return done.stdout, done.stderr
+
+
+def main():
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ltsp-lb-demo-") as tmp:
+        workdir = pathlib.Path(tmp)
+        # The daemons drop to nobody and re-read their config on SIGHUP, as
+        # they read /etc/ltsp (0755, files 0644) in production.
+        workdir.chmod(0o755)
+        heading(f"four application servers on loopback, port {PORT}")
+        daemons = start_daemons(workdir)
+        try:
+            for name, (address, config) in SERVERS.items():
+                what = "dead: nothing listens" if config is None else (config.strip() or "as shipped")
+                print(f"  {name}  {address:<10}  {what}")
+
+            heading("what app2 advertises (ltsp-server-advertise --once)")
+            once = subprocess.run(
+                [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(workdir / "app2.conf"), "--once"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            show("ltsp-server-advertise --config app2.conf --once", once.stdout)
+
+            lts_conf = workdir / "lts.conf"
+            pool = " ".join(address for address, _config in SERVERS.values())
+            lts_conf.write_text(f'[Default]\n    LB_SERVERS = "{pool}"\n    LB_PORT = {PORT}\n')
+            heading("the thin client's lts.conf")
+            show(f"cat {lts_conf.name}", lts_conf.read_text())
+
+            heading("get_hosts --status: the state of the pool at a glance")
+            out, err = get_hosts(lts_conf, "--status")
+            show("get_hosts --status", out)
+
+            heading("what LDM gets: LDM_SERVER=$(get_hosts)")
+            out, err = get_hosts(lts_conf)
+            show("get_hosts", out + err)
+
+            heading(f"each algorithm over {LOGINS} logins: who gets the first choice")
+            print("  app3 is drained and app4 dead: neither may ever get a login. The servers are one machine,")
+            print("  so app2's WEIGHT 200 doubles its capacity next to app1. No session lands in a demo, so")
+            print("  two-choice (the default) always finds app2 the emptier; in a storm app2 fills until it is")
+            print("  as full as app1 (make bench: benchmarks/login_storm.py). mac-hash: this machine is one")
+            print("  client, one MAC, so it keeps one server: that is its point.")
+            for algorithm in ("two-choice", "weighted", "random", "best-rated", "mac-hash", "fixed"):
+                firsts = collections.Counter()
+                for _login in range(LOGINS):
+                    out, _err = get_hosts(lts_conf, "--first", LB_ALGORITHM=algorithm)
+                    firsts[out.strip()] += 1
+                names = {address: name for name, (address, _c) in SERVERS.items()}
+                counts = "  ".join(f"{names.get(host, host)} {firsts[host]:>2}" for host in sorted(firsts))
+                print(f"  {algorithm:<11} {counts}")
+
+            heading("get_hosts --explain: why each server was kept or skipped")
+            out, err = get_hosts(lts_conf, "--explain")
+            show("get_hosts --explain", err + out)
+
+            heading("drain app2 live: STATE = drain, then SIGHUP (no restart)")
+            conf = workdir / "app2.conf"
+            conf.write_text(conf.read_text() + "STATE = drain\n")
+            daemons["app2"].send_signal(signal.SIGHUP)
+            time.sleep(0.5)
+            out, _err = get_hosts(lts_conf, "--status")
+            show("get_hosts --status", out)
+            out, err = get_hosts(lts_conf)
+            show("get_hosts", out + err)
+
+            heading("every server gone: the login screen still gets the whole pool")
+            for daemon in daemons.values():
+                daemon.terminate()
+            for daemon in daemons.values():
+                daemon.wait(timeout=10)
+            out, err = get_hosts(lts_conf)
+            show("get_hosts", out + err)
+        finally:
+            for daemon in daemons.values():
+                if daemon.poll() is None:
+                    daemon.kill()
+                    daemon.wait()
+    print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""make demo is what a newcomer runs first: it must keep working, whole."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_demo_runs_and_shows_the_system_at_work():
+    done = subprocess.run([sys.executable, str(ROOT / "demo" / "demo.py")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    # The status table: app3 drained, app4 dead, app1 and app2 usable.
+    assert re.search(r"127\.0\.1\.3\s+Drain", out)
+    assert re.search(r"127\.0\.1\.4\s+Down .*refused", out)
+    assert re.search(r"127\.0\.1\.2\s+Idle", out)
+    # Over every algorithm's logins, the drained and the dead server never came first.
+    table = out.split("who gets the first choice", 1)[1].split("==", 1)[0]
+    for algorithm in ("two-choice", "weighted", "random", "best-rated", "mac-hash", "fixed"):
+        row = next(line for line in table.splitlines() if line.strip().startswith(algorithm))
+        assert "app3" not in row and "app4" not in row, row
+    # The live drain took app2 out without a restart.
+    after_drain = out.split("drain app2 live", 1)[1]
+    assert re.search(r"127\.0\.1\.2\s+Drain", after_drain)
+    # With every daemon gone, LDM still gets the whole pool.
+    assert "127.0.1.1 127.0.1.2 127.0.1.3 127.0.1.4\n" in out.split("every server gone", 1)[1]
