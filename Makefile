@@ -67,7 +67,8 @@ deb:
 	  else echo "make deb: missing build dependencies (run as root to apt-get them): dpkg-dev lintian $$deps" >&2; exit 1; fi; \
 	fi
 	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src
-	git ls-files -z | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/src
+	git -c safe.directory="$(CURDIR)" ls-files -z >$(DEB_DIR)/files
+	tar --null -T $(DEB_DIR)/files --ignore-failed-read -cf - | tar -xf - -C $(DEB_DIR)/src
 	cd $(DEB_DIR)/src && dpkg-checkbuilddeps -I && dpkg-buildpackage -us -uc -b -d
 	lintian --fail-on error $(DEB_DIR)/*.changes
 	@ls -1 $(DEB_DIR)/*.deb
