@@ -281,6 +281,19 @@ def test_config_page_describes_every_key_with_its_default():
         assert f"\\fB{key.name}\\fR = \\fI{generate.roff_text(key.default)}\\fR" in text, key.name
 
 
+def test_docs_the_config_help_names_are_shipped_and_named_by_their_installed_path():
+    shipped = {words[0] for words in debian_lines("ltsp-server-advertise.docs")}
+    named = {name for key in config.SCHEMA for name in re.findall(r"docs/[\w.-]+\.md", key.help)}
+    for source in named:
+        assert source in generate.INSTALLED_DOCS, f"docs/man/generate.py: INSTALLED_DOCS lacks {source}"
+        assert source in shipped, f"{source} is named by a config key's help but not in ltsp-server-advertise.docs"
+        installed = generate.INSTALLED_DOCS[source]
+        assert installed == "/usr/share/doc/ltsp-server-advertise/" + Path(source).name
+    lines = (MAN / "ltsp-server-advertise.conf.5").read_text(encoding="utf-8").splitlines()
+    text = "\n".join(line for line in lines if not line.startswith('.\\"'))
+    assert not re.search(r"(?<!/)docs/", text), "the installed page must not name source-tree paths"
+
+
 def test_roff_text_escapes():
     assert generate.roff_text("--listen and -S, thin-client") == "\\-\\-listen and \\-S, thin-client"
     assert generate.roff_text(".starts a request\n'too") == "\\&.starts a request\n\\&'too"

@@ -53,7 +53,10 @@ def lb_variables():
 
 
 # Paths of the source tree that the help text names -> where the package installs them.
-INSTALLED_DOCS = {"docs/PROTOCOL.md": "/usr/share/doc/ltsp-server-advertise/PROTOCOL.md"}
+INSTALLED_DOCS = {
+    "docs/PROTOCOL.md": "/usr/share/doc/ltsp-server-advertise/PROTOCOL.md",
+    "docs/placement.md": "/usr/share/doc/ltsp-server-advertise/placement.md",
+}
 
 
 def config_keys():
