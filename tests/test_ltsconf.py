@@ -223,18 +223,6 @@ def test_non_utf8_bytes_elsewhere_do_not_stop_reading(tmp_path):
     assert read_lts_conf(str(path), CLIENT)["LB_PORT"] == "377"
 
 
-def test_the_example_file_reads_for_a_lab_client():
-    example = os.path.join(ROOT, "lts.conf.example")
-    if not os.path.exists(example):
-        pytest.skip("lts.conf.example not written yet")
-    client = Identity("somehost", "198.18.0.50", "00:1a:2b:3c:4d:02", "eth0")
-    values = read_lts_conf(example, client)
-    assert values["LB_ALGORITHM"] == "mac-hash"
-    assert values["LB_SERVERS"] == "lab2-app1 lab2-app2"
-    assert "LB_MAX_LOAD" not in values  # NONE in [lab2] unsets [Default]'s 3.0
-    assert values["LB_PORT"] == "377"
-
-
 def run_python(code):
     env = dict(os.environ, PYTHONPATH=ROOT)
     done = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=60)
