@@ -166,14 +166,17 @@ def rendezvous_score(client_key, entry, weight):
 def order_mac_hash(candidates, rng=None, client_key=""):
     """Weighted rendezvous hashing on the client key (its MAC).
 
-    Weight is the server's advertised WEIGHT (stable, unlike the rating), so
-    a client keeps its server while that server is usable, and one server
-    leaving or joining moves only about its share of the clients. Servers
-    advertising weight 0 come last. Ties (only with weight 0) by pool name.
+    Weight is the server's advertised capacity (its size, WEIGHT applied),
+    else its WEIGHT from an older daemon: stable, unlike the rating, so a
+    client keeps its server while that server is usable, a server twice the
+    size keeps twice the clients, and one server leaving or joining moves
+    only about its share of them. Servers of weight 0 come last; ties (only
+    with weight 0) by pool name.
     """
 
     def key(candidate):
-        weight = candidate.stats.weight if candidate.stats is not None else 100
+        stats = candidate.stats
+        weight = 100 if stats is None else (stats.capacity if stats.capacity is not None else stats.weight)
         return (-rendezvous_score(client_key, candidate.entry, weight), candidate.entry.name, candidate.entry.port)
 
     return sorted(candidates, key=key)

@@ -386,3 +386,17 @@ def test_two_choice_without_capacity_uses_rating_plus_sessions():
     results = [result("old1", rating=10.0, sessions=10), result("old2", rating=19.0, sessions=1)]
     firsts = {choose.order_two_choice(results, random.Random(seed))[0].entry.name for seed in range(50)}
     assert firsts == {"old2"}
+
+
+def test_mac_hash_gives_a_server_clients_in_proportion_to_its_capacity():
+    results = [sized("big", 300, 0), sized("small", 100, 0)]
+    macs = [f"02:00:00:00:{n >> 8:02x}:{n & 255:02x}" for n in range(4000)]
+    firsts = Counter(choose.order_mac_hash(results, None, mac)[0].entry.name for mac in macs)
+    assert 0.70 < firsts["big"] / len(macs) < 0.80  # 3:1
+    # and each client keeps its server when the load changes (capacity does not)
+    busier = [sized("big", 300, 250), sized("small", 100, 10)]
+    assert all(
+        choose.order_mac_hash(results, None, mac)[0].entry.name
+        == choose.order_mac_hash(busier, None, mac)[0].entry.name
+        for mac in macs[:500]
+    )
