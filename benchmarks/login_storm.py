@@ -131,10 +131,11 @@ class Server:
     def take_sample(self):
         """What the real daemon does every SAMPLE_SECONDS: read, rate, keep."""
         metrics = self.metrics()
+        rated = rating.rate(**metrics)
         self.sample = wire.ServerStats(
             hostname=self.entry.name,
-            rating=rating.spare_sessions(**metrics),
-            capacity=rating.capacity_sessions(**metrics),
+            rating=rated.rating,
+            capacity=rated.capacity,
             sample_age_ms=0,
             load_5min=self.loads[1],
             load_15min=self.loads[2],

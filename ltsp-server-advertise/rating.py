@@ -16,6 +16,7 @@ Rules of this module:
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 
 # Per-session budgets (docs/PROTOCOL.md): a desktop session of a thin-client
 # user needs about this much of one CPU and of RAM. The daemon's config
@@ -91,20 +92,11 @@ def _halves(
     return halves
 
 
-def _checked_halves(arguments):
-    """Validate everything (also while draining), then return (state, weight, halves)."""
-    state, weight = arguments.pop("state"), arguments.pop("weight")
-    if state not in KNOWN_STATES:
-        raise ValueError(f"state is not one of {', '.join(KNOWN_STATES)} (got {state!r})")
-    _check_budget("session_cpu_mhz", arguments["session_cpu_mhz"])
-    _check_budget("session_memory_bytes", arguments["session_memory_bytes"])
-    _check_metric("weight", weight)
-    for name in ("sessions", "cpu_count", "cpu_mhz", "load_1min", "mem_total_bytes", "mem_available_bytes"):
-        _check_metric(name, arguments[name])
-    return state, weight, _halves(**arguments)
+Rated = namedtuple("Rated", "rating capacity")
+Rated.__doc__ = "rating: spare sessions, >= 0. capacity: sessions held in all, or None. Both WEIGHT applied."
 
 
-def spare_sessions(
+def rate(
     *,
     state,
     weight,
@@ -117,7 +109,7 @@ def spare_sessions(
     session_cpu_mhz=DEFAULT_SESSION_CPU_MHZ,
     session_memory_bytes=DEFAULT_SESSION_MEMORY_BYTES,
 ):
-    """Spare capacity in "sessions this server can still take", WEIGHT applied.
+    """One server's Rated(rating, capacity), in sessions, WEIGHT applied.
 
     state: "ready", "drain" or "maint"; anything but "ready" rates 0.
     weight: the admin's relative capacity, 100 is normal: it scales what the
@@ -128,48 +120,52 @@ def spare_sessions(
     and MemAvailable, bytes. Any metric may be None (unknown).
     session_cpu_mhz, session_memory_bytes: the per-session budgets.
 
-    Returns a float >= 0:
-
-        cpu_capacity = cpu_count * cpu_mhz / session_cpu_mhz
+        cpu_capacity = cpu_count * cpu_mhz / session_cpu_mhz * weight / 100
         cpu_used     = max(sessions, load_1min * cpu_mhz / session_cpu_mhz)
-        mem_capacity = mem_total_bytes / session_memory_bytes
+        mem_capacity = mem_total_bytes / session_memory_bytes * weight / 100
         mem_used     = max(sessions, (mem_total_bytes - mem_available_bytes) / session_memory_bytes)
-        rating       = max(0, min(cpu_capacity * weight / 100 - cpu_used,
-                                  mem_capacity * weight / 100 - mem_used))
+        capacity     = min(cpu_capacity, mem_capacity)
+        rating       = max(0, min(cpu_capacity - cpu_used, mem_capacity - mem_used))
 
-    A half drops out of the min() when its capacity is unknown (cpu_count or
-    cpu_mhz, mem_total_bytes missing) or its use is (sessions missing and
-    load_1min, resp. mem_available_bytes, missing too). Both gone: 0.
+    A half drops out of both min()s when its capacity is unknown (cpu_count
+    or cpu_mhz, mem_total_bytes missing) or its use is (sessions missing and
+    load_1min, resp. mem_available_bytes, missing too). Both gone: rating 0,
+    capacity None. The rating is 0 unless state is "ready"; the capacity is
+    what it is whatever the state. So rating <= capacity always, and
+    1 - rating/capacity is how full the server is (clients compare servers of
+    different sizes by it, docs/PROTOCOL.md).
     """
-    state, weight, halves = _checked_halves(dict(locals()))
-    # Checked after validation so a bad budget is reported even while
+    # Everything is checked first, so a bad budget is reported even while
     # draining, not only once the admin sets the server back to ready.
-    if state != READY_STATE or not halves:
-        return 0.0
-    return max(0.0, min(capacity * weight / 100 - used for capacity, used in halves))
-
-
-def capacity_sessions(
-    *,
-    state,
-    weight,
-    sessions,
-    cpu_count,
-    cpu_mhz,
-    load_1min,
-    mem_total_bytes,
-    mem_available_bytes,
-    session_cpu_mhz=DEFAULT_SESSION_CPU_MHZ,
-    session_memory_bytes=DEFAULT_SESSION_MEMORY_BYTES,
-):
-    """Sessions this server can hold in all, WEIGHT applied, or None if unknown.
-
-    The smaller capacity of the same halves spare_sessions() uses, times
-    weight/100, whatever the state: so rating <= capacity always, and
-    1 - rating/capacity is how full the server is. Clients use it to compare
-    servers of different sizes (docs/PROTOCOL.md).
-    """
-    _state, weight, halves = _checked_halves(dict(locals()))
+    if state not in KNOWN_STATES:
+        raise ValueError(f"state is not one of {', '.join(KNOWN_STATES)} (got {state!r})")
+    _check_budget("session_cpu_mhz", session_cpu_mhz)
+    _check_budget("session_memory_bytes", session_memory_bytes)
+    metrics = dict(
+        sessions=sessions,
+        cpu_count=cpu_count,
+        cpu_mhz=cpu_mhz,
+        load_1min=load_1min,
+        mem_total_bytes=mem_total_bytes,
+        mem_available_bytes=mem_available_bytes,
+    )
+    for name, value in (("weight", weight), *metrics.items()):
+        _check_metric(name, value)
+    halves = _halves(session_cpu_mhz=session_cpu_mhz, session_memory_bytes=session_memory_bytes, **metrics)
     if not halves:
-        return None
-    return min(capacity for capacity, _used in halves) * weight / 100
+        return Rated(0.0, None)
+    capacity = min(half_capacity for half_capacity, _used in halves) * weight / 100
+    if state != READY_STATE:
+        return Rated(0.0, capacity)
+    spare = min(half_capacity * weight / 100 - used for half_capacity, used in halves)
+    return Rated(max(0.0, spare), capacity)
+
+
+def spare_sessions(**arguments):
+    """The rating: spare capacity in "sessions this server can still take" (rate()'s arguments)."""
+    return rate(**arguments).rating
+
+
+def capacity_sessions(**arguments):
+    """Sessions this server can hold in all, or None if unknown (rate()'s arguments)."""
+    return rate(**arguments).capacity

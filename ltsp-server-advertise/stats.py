@@ -88,7 +88,7 @@ import psutil
 
 from get_hosts import wire
 
-from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, capacity_sessions, spare_sessions
+from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, rate
 
 log = logging.getLogger(__name__)
 
@@ -461,9 +461,9 @@ def server_stats(
     """A collect() dict plus the daemon's settings -> wire.ServerStats, rated.
 
     state, weight: the admin's STATE and WEIGHT. sample_age_ms: how old the
-    metrics are. The budgets are the per-session ones of rating.spare_sessions.
+    metrics are. The budgets are the per-session ones of rating.rate().
     """
-    rating_arguments = dict(
+    rated = rate(
         state=state,
         weight=weight,
         sessions=metrics.get("sessions"),
@@ -480,8 +480,8 @@ def server_stats(
         hostname=metrics.get("hostname") or FALLBACK_HOSTNAME,
         state=state,
         weight=weight,
-        rating=spare_sessions(**rating_arguments),
-        capacity=capacity_sessions(**rating_arguments),
+        rating=rated.rating,
+        capacity=rated.capacity,
         sample_age_ms=max(0, int(sample_age_ms)),
         **optional,
     )
