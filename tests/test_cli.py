@@ -14,27 +14,13 @@ import subprocess
 import sys
 
 import pytest
-from fakeservers import Elapsed, FakeServer, document, refused_port, send, stall
+from fakeservers import Elapsed, document, refused_port, send, stall
 from hypothesis import given
 from hypothesis import strategies as st
 
 from get_hosts import __version__, report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def serve():
-    made = []
-
-    def start(behaviour, host="127.0.0.1", **kwargs):
-        server = FakeServer(behaviour, host, **kwargs)
-        made.append(server)
-        return server
-
-    yield start
-    for server in made:
-        server.close()
 
 
 @pytest.fixture

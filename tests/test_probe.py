@@ -15,7 +15,6 @@ import sys
 import pytest
 from fakeservers import (
     Elapsed,
-    FakeServer,
     document,
     dribble,
     refused_port,
@@ -30,20 +29,6 @@ from get_hosts.settings import PoolEntry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLACK = 0.25  # seconds of scheduling noise allowed on a busy 2-core machine
-
-
-@pytest.fixture
-def serve():
-    made = []
-
-    def start(behaviour, host="127.0.0.1", **kwargs):
-        server = FakeServer(behaviour, host, **kwargs)
-        made.append(server)
-        return server
-
-    yield start
-    for server in made:
-        server.close()
 
 
 def entry(server_or_port, host="127.0.0.1", name=None):
