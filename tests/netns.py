@@ -117,13 +117,17 @@ class Lan:
         self.namespaces = []  # every namespace we created, in creation order
         self.processes = []
         self.hosts = {}
-        self._add_namespace(self.switch)
-        ip("-n", self.switch, "link", "add", self.bridge, "type", "bridge")
-        ip("-n", self.switch, "link", "set", self.bridge, "up")
+        try:
+            self._add_namespace(self.switch)
+            ip("-n", self.switch, "link", "add", self.bridge, "type", "bridge")
+            ip("-n", self.switch, "link", "set", self.bridge, "up")
+        except BaseException:
+            self.close()  # the caller never gets the object: leave nothing behind
+            raise
 
     def _add_namespace(self, name):
+        self.namespaces.append(name)  # before creating it: close() deletes it even if a later step fails
         ip("netns", "add", name)
-        self.namespaces.append(name)
         ip("-n", name, "link", "set", "lo", "up")
 
     def add_host(self, label, address):

@@ -24,12 +24,19 @@ never turns the silence into a quick "host unreachable": every SYN to app1
 goes onto the bridge and is never answered. Only the straggler rule can keep
 a login from waiting out LB_TIMEOUT.
 
-All four daemons share this machine's CPUs and memory, so the advertised
-ratings are not exactly 4:1: the load already on the machine is subtracted
-from each server's (weight-scaled) capacity, which leaves app3 a bit more
-than four times app4's rating. The weighted test therefore takes the expected
-share of app3 from the ratings each run actually saw, and separately checks
-that the share is far above what ignoring the weights would give (one half).
+The four "machines" are one machine: they share its CPUs, memory and, the
+one figure that matters here, its load average, which the rating subtracts
+from each server's weight-scaled capacity. With the real load average a busy
+CI box (or this test's own stream of interpreters: about one CPU) fills the
+WEIGHT 100 server, and app3 comes first for certain, which would prove
+nothing about proportion. So each daemon runs in a private mount namespace
+(`ip netns exec` makes one) with an idle /proc/loadavg bound over the real
+one, as four separate idle servers would read; CPU count and speed, memory,
+swap and sessions (the namespace's own /proc/net/tcp) are the real readings.
+Idle, the ratings are 4:1 (memory used, shared, moves that by well under 1 %).
+The weighted test still takes the expected share of app3 from the ratings
+each run actually saw, and separately checks that the share is far above
+what ignoring the weights would give (one half).
 """
 
 from __future__ import annotations
@@ -81,7 +88,7 @@ class Pool:
         self.daemons = daemons
         self.conf_dir = conf_dir
         self.lts_conf = conf_dir / "lts.conf"
-        self.lts_conf.write_text("[Default]\n", encoding="utf-8")
+        self.lts_conf.write_text("# empty: the pool and the algorithm come from the environment\n", encoding="utf-8")
         self.lts_conf.chmod(0o644)
         self.wall_times = []
 
@@ -143,11 +150,16 @@ def pool():
         except subprocess.CalledProcessError as error:
             pytest.skip(f"cannot build a network of namespaces here: {error.stderr.strip()}")
 
+        idle_loadavg = conf_dir / "loadavg"
+        idle_loadavg.write_text("0.00 0.00 0.00 1/100 1\n", encoding="ascii")
+        idle_loadavg.chmod(0o644)
         daemons = {}
         for label, (address, weight) in SERVERS.items():
             conf = conf_dir / f"{label}.conf"
             write_conf(conf, "ready", weight)
-            command = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf)]
+            # sh binds the idle load average in this process's own mount namespace, then execs the daemon.
+            command = ["sh", "-c", 'mount --bind "$0" /proc/loadavg && exec "$@"', str(idle_loadavg)]
+            command += [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf)]
             command += ["--listen", f"{address}:377"]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
             daemons[label] = lan.start(hosts[label], command, env=env)
@@ -156,10 +168,10 @@ def pool():
             daemon.wait_for(r"running as user nobody")
         pool = Pool(lan, client, daemons, conf_dir)
 
-        # The pool as configured: all four answer, with the weights they were given.
+        # The pool as configured: all four answer, idle, with the weights they were given.
         _, servers = pool.json()
-        assert {host: (s["state"], s["weight"]) for host, s in servers.items()} == {
-            address: ("Idle", weight) for address, weight in SERVERS.values()
+        assert {host: (s["state"], s["weight"], s["load_per_cpu"]) for host, s in servers.items()} == {
+            address: ("Idle", weight, 0) for address, weight in SERVERS.values()
         }, servers
 
         # Drain app2 the admin's way: edit the config, SIGHUP the running daemon.
@@ -189,8 +201,9 @@ def test_powered_off_and_drained_servers_are_shown_and_skipped(pool):
     assert "straggler" in servers[OFF]["reason"], servers[OFF]  # no answer, not a quick refusal
     assert servers[DRAINED]["state"] == "Drain" and not servers[DRAINED]["usable"]
     assert servers[DRAINED]["rating"] == 0
-    assert {servers[BIG]["state"], servers[SMALL]["state"]} == {"Idle"}
+    assert servers[BIG]["state"] == "Idle" and servers[SMALL]["state"] == "Idle", servers
     assert servers[BIG]["weight"] == 400 and servers[SMALL]["weight"] == 100
+    assert servers[BIG]["load_per_cpu"] == 0 and servers[SMALL]["load_per_cpu"] == 0  # the idle load average
     assert sorted(document["hosts"]) == sorted([BIG, SMALL])
     assert document["fallback"] is None
 
@@ -211,26 +224,25 @@ def test_weighted_first_choice_follows_the_ratings(pool):
         assert OFF not in document["hosts"] and DRAINED not in document["hosts"], document
         assert sorted(document["hosts"]) == sorted([BIG, SMALL]), document
         big, small = servers[BIG], servers[SMALL]
-        assert big["state"] == "Idle", big
-        # The chance that app3 comes first, from the ratings this run saw (app4
-        # full would make it a last resort: app3 first for certain).
-        shares.append(1.0 if small["state"] != "Idle" else big["rating"] / (big["rating"] + small["rating"]))
+        assert (big["state"], small["state"]) == ("Idle", "Idle"), document
+        # The chance that app3 comes first, from the ratings this run saw.
+        shares.append(big["rating"] / (big["rating"] + small["rating"]))
         firsts.append(document["hosts"][0])
     got = firsts.count(BIG)
     expected = sum(shares)
     sigma = math.sqrt(sum(p * (1 - p) for p in shares))
     summary = (
         f"app3 first in {got}/{WEIGHTED_RUNS} weighted runs; expected {expected:.1f} +- {sigma:.1f} "
-        f"from the advertised ratings (mean share {expected / WEIGHTED_RUNS:.3f})"
+        f"from the advertised ratings (share {min(shares):.3f} to {max(shares):.3f})"
     )
     print(summary)
-    # WEIGHT 400 against 100: each run's share is at least 0.8 on one machine.
-    assert min(shares) >= 0.75, summary
+    # WEIGHT 400 against 100, both idle: ratings 4:1, a share of 0.8.
+    assert 0.78 <= min(shares) <= max(shares) <= 0.85, summary
     # In proportion: within 3.5 standard deviations of the ratings' prediction ...
     assert abs(got - expected) <= 3.5 * sigma + 1, summary
     # ... and not what ignoring the weights would give: 1/2, under which 65 of
     # 100 or more happens with probability 0.2 %.
-    assert got >= 0.65 * WEIGHTED_RUNS, summary
+    assert 0.65 * WEIGHTED_RUNS <= got <= 0.95 * WEIGHTED_RUNS, summary
 
 
 def test_two_choice_default_puts_the_big_server_first(pool):
