@@ -104,6 +104,7 @@ def status_json(choice, algorithm, probe_ms=None, client_key_source=None):
                 "usable": verdict.tier is not choose.SKIPPED,
                 "rank": rank,
                 "rating": stats.rating if stats else None,
+                "capacity": stats.capacity if stats else None,
                 "sessions": stats.sessions if stats else None,
                 "load_per_cpu": round(stats.load_per_cpu, 3) if stats and stats.load_per_cpu is not None else None,
                 "response_ms": round(result.response_ms, 1) if result.response_ms is not None else None,

@@ -170,10 +170,18 @@ def test_json_has_the_same_facts(serve, lts_conf):
     by_host = {s["host"]: s for s in doc["servers"]}
     assert len(doc["servers"]) == 4
     assert by_host["127.0.0.2"]["rank"] == 1 and by_host["127.0.0.2"]["rating"] == 50
+    assert by_host["127.0.0.2"]["capacity"] is None  # the fake server advertises none
     assert by_host["127.0.0.4"]["state"] == "Drain" and by_host["127.0.0.4"]["usable"] is False
     assert "maint" in by_host["127.0.0.4"]["reason"]
     assert by_host["127.0.0.1"]["port"] == servers[0].port
     assert by_host["127.0.0.1"]["response_ms"] > 0
+
+
+def test_json_carries_the_advertised_capacity(serve, lts_conf):
+    server = serve(send(document(rating=30.0, capacity=64.0)), host="127.0.0.1")
+    out = run("--json", env={"LB_SERVERS": server.pool_word}, lts_conf=lts_conf)
+    [entry] = json.loads(out.stdout)["servers"]
+    assert (entry["rating"], entry["capacity"]) == (30.0, 64.0)
 
 
 def test_explain_says_why_on_stderr(serve, lts_conf):
