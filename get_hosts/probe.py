@@ -26,25 +26,30 @@ Rules of this module (the CLI and the tests rely on them):
 
 The straggler rule (docs/get_hosts.md says the same):
 
-    When at least half of the pool has settled (answered, or failed for good:
-    refused, unreachable, garbage) and at least one server has answered with a
-    valid document, the servers still pending get a grace period of
+    Once at least one server has answered with a valid document, the servers
+    still pending get a grace period, counted from the latest valid answer
+    and never past the deadline:
+
+    - when at least half of the pool has settled (answered, or failed for
+      good: refused, unreachable, garbage), counted from the later of the
+      latest answer and the moment half had settled,
 
         grace = clamp(GRACE_FACTOR * slowest_answer_ms, GRACE_MIN_MS, GRACE_MAX_MS)
-              = clamp(4 * slowest, 75 ms, 300 ms)
+              = clamp(4 * slowest, 75 ms, 300 ms);
 
-    counted from the later of the latest valid answer and the moment half the
-    pool had settled, and never past the deadline. A server still pending
-    then is Down ("no answer within the straggler grace"). Each new valid
-    answer recomputes the grace and restarts it from that answer.
+    - while fewer than half have settled, grace = GRACE_MAX_MS (300 ms): the
+      pending ones may be a slower majority, so they get the longest grace,
+      but a pool whose other servers are all powered off does not wait out
+      the deadline for them.
 
-    While no server has answered (or fewer than half have settled), only the
-    deadline applies: a pool where most servers are slow is waited for.
+    A server still pending then is Down ("no answer within the straggler
+    grace"). Each new valid answer recomputes the grace and restarts it.
+    While no server has answered, only the deadline applies.
 
 So on a LAN, where answers take a few ms, a stalled or powered-off server
-costs a login about the slowest answer plus 75 ms instead of ``LB_TIMEOUT``;
-a server answering four times slower than the slowest of its peers is still
-waited for.
+costs a login about the slowest answer plus 75 ms instead of ``LB_TIMEOUT``
+(300 ms when most of the pool is dead); a server answering four times slower
+than the slowest of its peers is still waited for.
 """
 
 from __future__ import annotations
@@ -216,8 +221,11 @@ def probe_pool(entries, timeout_ms):
         settled += 1
         if quorum_time is None and 2 * settled >= len(probes):
             quorum_time = now
-        if quorum_time is not None and last_answer is not None:
-            cutoff = min(deadline, max(last_answer, quorum_time) + _grace_ms(slowest_ms) / 1000.0)
+        if last_answer is not None:
+            cutoff = min(deadline, max(last_answer, quorum_time or last_answer) + current_grace_ms() / 1000.0)
+
+    def current_grace_ms():
+        return _grace_ms(slowest_ms) if quorum_time is not None else GRACE_MAX_MS
 
     def connect_next(probe):
         """Start connecting to the probe's next address, or finish it as Down."""
@@ -329,6 +337,8 @@ def probe_pool(entries, timeout_ms):
                 elif events & (select.POLLIN | _POLL_ERR):
                     on_readable(probe)
         straggler = cutoff < deadline
+        # Before finish() below counts the stragglers as settled (and so changes the grace).
+        grace_ms = current_grace_ms() if straggler else None
         for probe in probes:
             if results[probe.index] is not None:
                 continue
@@ -336,7 +346,7 @@ def probe_pool(entries, timeout_ms):
                 waited = (monotonic() - start) * 1000.0
                 reason = (
                     f"no answer within the straggler grace: gave up at {waited:.0f} ms, "
-                    f"{_grace_ms(slowest_ms):.0f} ms after the last answer, while {probe.phase}"
+                    f"{grace_ms:.0f} ms after the last answer, while {probe.phase}"
                 )
             else:
                 reason = f"timed out after {timeout_ms:g} ms while {probe.phase}"

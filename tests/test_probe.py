@@ -283,6 +283,19 @@ def test_one_fast_answer_does_not_cut_off_a_slower_majority(serve):
     assert [r.stats.hostname for r in results if r.stats] == ["fast", "slow0", "slow1", "slow2"]
 
 
+def test_a_pool_mostly_dead_waits_the_longest_grace_not_the_deadline(serve):
+    # One answer, two stalled (as powered off): fewer than half settled, so
+    # the two get GRACE_MAX_MS after the answer, not the 3 s deadline.
+    fast = serve(send(document()))
+    stalled = [serve(stall), serve(stall)]
+    with Elapsed() as t:
+        results = probe_pool([entry(fast), *(entry(s) for s in stalled)], 3000)
+    assert results[0].stats is not None
+    for result in results[1:]:
+        assert f"{probe.GRACE_MAX_MS} ms after the last answer" in result.error
+    assert probe.GRACE_MAX_MS / 1000 <= t.seconds < probe.GRACE_MAX_MS / 1000 + SLACK
+
+
 def test_the_deadline_bounds_the_grace(serve):
     fast = serve(send(document()))
     stalled = serve(stall)
