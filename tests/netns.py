@@ -16,13 +16,12 @@ a half-finished setup.
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import shutil
 import signal
 import subprocess
-import threading
-import time
+
+from logged import LoggedProcess
 
 
 def skip_reason():
@@ -38,48 +37,13 @@ def ip(*args, check=True):
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=20)
 
 
-class Process:
+class Process(LoggedProcess):
     """A long-running command inside a namespace; its stderr is collected line by line."""
 
     def __init__(self, namespace, command, env=None):
         self.namespace = namespace
         # ip netns exec execs the command itself: self.proc.pid is the command's pid.
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, *command],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        self.lines = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self):
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait_for(self, pattern, count=1, timeout=10.0):
-        """The first COUNT stderr lines matching PATTERN (a regex), waiting up to TIMEOUT s for them."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(
-                        f"no log line matching {pattern!r} in {self.namespace}; log so far:\n" + "\n".join(self.lines)
-                    )
-                self._cond.wait(min(remaining, 0.1))
+        super().__init__(["ip", "netns", "exec", namespace, *command], f"namespace {namespace}", env=env)
 
     def signal(self, signum):
         if self.proc.poll() is None:

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import pytest
+from logged import LoggedProcess
 from ltsp_server_advertise import server as server_module
 from ltsp_server_advertise.config import defaults
 from lxml import etree
@@ -62,46 +63,15 @@ def write_conf(conf_dir, text):
     return path
 
 
-class Daemon:
+class Daemon(LoggedProcess):
     """ltsp-server-advertise in a subprocess; its stderr is collected line by line."""
 
     def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, pass_fds=()):
         args = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf_path)]
         args += [arg for address in listen for arg in ("--listen", address)]
         args += list(extra_args)
-        self.lines = []
-        self._cond = threading.Condition()
-        self.proc = subprocess.Popen(
-            command or args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            pass_fds=pass_fds,
-        )
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
+        super().__init__(command or args, "the daemon's log", pass_fds=pass_fds)
         self.addresses = []
-
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait_for(self, pattern, count=1, timeout=10.0):
-        """The first `count` log lines matching pattern (regex), waiting for them."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [line for line in self.lines if regex.search(line)]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no log line matching {pattern!r}; log so far:\n" + "\n".join(self.lines))
-                self._cond.wait(min(remaining, 0.1))
 
     def start(self, sockets=1):
         for line in self.wait_for(r"listening on ", count=sockets):
