@@ -157,13 +157,6 @@ class ServerStats(namedtuple("ServerStats", FIELD_NAMES, defaults=(None,) * (len
     __slots__ = ()
 
     @property
-    def fullness(self):
-        """How full the server is, 0 (empty) to 1 (full): 1 - rating/capacity, or None."""
-        if not self.capacity:
-            return None
-        return min(1.0, max(0.0, 1.0 - self.rating / self.capacity))
-
-    @property
     def load_per_cpu(self):
         """1-minute load average divided by CPU count, or None."""
         if self.load_1min is None or not self.cpu_count:

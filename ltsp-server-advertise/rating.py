@@ -59,23 +59,15 @@ def _used(sessions, measured):
     return max(known) if known else None
 
 
-def _halves(
-    *,
-    sessions,
-    cpu_count,
-    cpu_mhz,
-    load_1min,
-    mem_total_bytes,
-    mem_available_bytes,
-    session_cpu_mhz,
-    session_memory_bytes,
-):
+def _halves(metrics, session_cpu_mhz, session_memory_bytes):
     """The (capacity, used) pairs, in sessions, of the halves that can be known.
 
-    A half is left out when its capacity (cpu_count or cpu_mhz, resp.
-    mem_total_bytes) or its use (sessions and load_1min, resp. sessions and
-    mem_available_bytes) is unknown.
+    METRICS: rate()'s metric arguments by name. A half is left out when its
+    capacity (cpu_count or cpu_mhz, resp. mem_total_bytes) or its use
+    (sessions and load_1min, resp. sessions and mem_available_bytes) is unknown.
     """
+    sessions, cpu_count, cpu_mhz, load_1min = (metrics[k] for k in ("sessions", "cpu_count", "cpu_mhz", "load_1min"))
+    mem_total_bytes, mem_available_bytes = metrics["mem_total_bytes"], metrics["mem_available_bytes"]
     halves = []
     if cpu_count is not None and cpu_mhz is not None:
         load_sessions = None if load_1min is None else load_1min * cpu_mhz / session_cpu_mhz
@@ -151,7 +143,7 @@ def rate(
     )
     for name, value in (("weight", weight), *metrics.items()):
         _check_metric(name, value)
-    halves = _halves(session_cpu_mhz=session_cpu_mhz, session_memory_bytes=session_memory_bytes, **metrics)
+    halves = _halves(metrics, session_cpu_mhz, session_memory_bytes)
     if not halves:
         return Rated(0.0, None)
     capacity = min(half_capacity for half_capacity, _used in halves) * weight / 100

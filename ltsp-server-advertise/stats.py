@@ -132,11 +132,6 @@ def _non_negative(name, value):
 # --- sessions -----------------------------------------------------------------
 
 
-def _is_open_user_session(text):
-    """logind session file text -> whether it is a human's session still open."""
-    return _session_kind(text)[0]
-
-
 def _session_kind(text):
     """logind session file text -> (open user session, opened by sshd)."""
     fields = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)

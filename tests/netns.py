@@ -15,22 +15,11 @@ a half-finished setup.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 import signal
 import subprocess
 
 from logged import LoggedProcess
-
-
-def skip_reason():
-    """Why the namespace tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces (CI runs as root)"
-    if shutil.which("ip") is None:
-        return "needs iproute2's ip command"
-    return None
 
 
 def ip(*args, check=True):

@@ -31,21 +31,13 @@ from logged import LoggedProcess
 from ltsp_server_advertise import server as server_module
 from ltsp_server_advertise.config import defaults
 from lxml import etree
+from machine import ipv6_loopback_works
 
 from get_hosts import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = etree.RelaxNG(etree.parse(str(ROOT / "docs" / "ltsp-server.rng")))
 LISTENING = re.compile(r"listening on (\S+):(\d+)$")
-
-
-def ipv6_loopback_works():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
-            sock.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -114,18 +106,23 @@ def daemons():
             daemon.proc.wait()
 
 
+def read_to_eof(sock, timeout):
+    """Everything the daemon sends on an open socket until it closes (blocking, TIMEOUT s per read)."""
+    sock.setblocking(True)
+    sock.settimeout(timeout)
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def fetch(address, timeout=5.0):
     """Connect, read to EOF: the bytes the daemon sent."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(address)
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+        return read_to_eof(sock, timeout)
 
 
 def valid(document):
@@ -273,11 +270,7 @@ def test_holders_and_garbage_senders_do_not_slow_honest_clients(conf_dir, daemon
     assert latencies[len(latencies) // 2] < 0.05
     # Every holder got its whole document and the daemon's end is closed.
     for sock in holders:
-        sock.settimeout(2)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        valid(data)
+        valid(read_to_eof(sock, 2))
         sock.close()
     for sock in garbage:
         sock.close()
@@ -359,12 +352,7 @@ def test_a_storm_costs_one_sample(conf_dir, daemons):
     ages = set()
     deadline = time.monotonic() + 10
     for sock in socks:
-        sock.setblocking(True)
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        ages.add(wire.decode(data).sample_age_ms)
+        ages.add(wire.decode(read_to_eof(sock, max(0.1, deadline - time.monotonic()))).sample_age_ms)
         sock.close()
     time.sleep(0.2)
     samples = [line for line in daemon.lines if re.search(r"stats sample \d+ taken", line)]
@@ -432,11 +420,7 @@ def test_file_descriptor_famine_then_recovery(conf_dir, daemons):
     set_open_files_limit(pid, soft, hard)
     started = time.monotonic()
     for sock in waiting:
-        sock.settimeout(3)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-        valid(data)
+        valid(read_to_eof(sock, 3))
         sock.close()
     assert time.monotonic() - started < 1.0
     daemon.wait_for(r"file descriptors available again")

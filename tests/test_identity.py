@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+from machine import ipv6_loopback_works
 
 from get_hosts.identity import Identity, _identity, client_identity, normalize_mac
 
@@ -30,15 +31,6 @@ BACKENDS = [pytest.param(None, id="kernel")] + (
     if netifaces
     else [pytest.param(None, id="netifaces", marks=pytest.mark.skip(reason="netifaces not installed"))]
 )
-
-
-def has_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def default_route():
@@ -65,7 +57,7 @@ def test_toward_loopback_is_the_loopback_address(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_toward_ipv6_loopback(backend):
-    if not has_ipv6_loopback():
+    if not ipv6_loopback_works():
         pytest.skip("no IPv6 loopback here")
     assert _identity("::1", backend)[1:] == ("::1", None, "lo")
     assert _identity("[::1]", backend)[1:] == ("::1", None, "lo")
@@ -102,7 +94,7 @@ def test_unresolvable_toward_falls_back_to_the_default_route_without_dns(toward)
 def test_backends_agree_on_this_machine():
     if netifaces is None:
         pytest.skip("netifaces not installed")
-    targets = [None, "127.0.0.1"] + (["::1"] if has_ipv6_loopback() else [])
+    targets = [None, "127.0.0.1"] + (["::1"] if ipv6_loopback_works() else [])
     route = default_route()
     if route and route[1]:
         targets.append(route[1][0])

@@ -1,12 +1,11 @@
 """lts.conf as LTSP reads it: sections, LIKE, globs, NONE, includes, precedence. Real files, no mocks."""
 
 import os
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
+from machine import run_python_without_site
 
 from get_hosts.identity import Identity
 from get_hosts.ltsconf import LtsConfError, glob_match, read_lts_conf
@@ -223,13 +222,6 @@ def test_non_utf8_bytes_elsewhere_do_not_stop_reading(tmp_path):
     assert read_lts_conf(str(path), CLIENT)["LB_PORT"] == "377"
 
 
-def run_python(code):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_glob_sections_import_neither_fnmatch_nor_re(tmp_path):
     globbed = write(tmp_path, "glob.conf", "[Default]\nA = 1\n[ltsp*]\nA = 2\n")
     code = (
@@ -237,7 +229,7 @@ def test_glob_sections_import_neither_fnmatch_nor_re(tmp_path):
         f"print(read_lts_conf({globbed!r}, Identity('ltsp12', None, None, None))['A'], "
         "'fnmatch' in sys.modules, 're' in sys.modules)"
     )
-    assert run_python(code) == "2 False False"
+    assert run_python_without_site(code) == "2 False False"
 
 
 GLOB_NAMES = ["", "a", "ab", "abc", "ltsp12", "ltsp1", "198.18.10.12", "00:1a:2b:3c:4d:5e", "a[b", "*", "aaa", "ab*c"]

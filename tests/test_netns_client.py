@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 
 import pytest
 from fakeservers import FakeServer, document, send, stats
+from machine import netns_skip_reason
 
 from get_hosts import choose
 from get_hosts.probe import ProbeResult
@@ -30,15 +30,7 @@ SERVER_IP, CLIENT_IP = "198.18.20.1", "198.18.20.2"
 WEIGHTS = (100, 50, 200, 100, 300)
 
 
-def _skip_reason():
-    if os.geteuid() != 0:
-        return "needs root to create a network namespace (CI runs as root)"
-    if shutil.which("ip") is None:
-        return "needs iproute2's ip command"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = pytest.mark.skipif(netns_skip_reason() is not None, reason=netns_skip_reason() or "")
 
 
 def ip(*args, check=True):

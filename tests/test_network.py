@@ -53,9 +53,10 @@ import time
 from pathlib import Path
 
 import pytest
-from netns import Lan, ip, skip_reason
+from machine import netns_skip_reason
+from netns import Lan, ip
 
-pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+pytestmark = pytest.mark.skipif(netns_skip_reason() is not None, reason=netns_skip_reason() or "")
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBNET = "198.18.40"

@@ -8,7 +8,6 @@ be Down with a reason, and never raise.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -22,6 +21,7 @@ from fakeservers import (
     send_then_stall,
     stall,
 )
+from machine import ipv6_loopback_works
 
 from get_hosts import probe, wire
 from get_hosts.probe import probe_pool
@@ -35,15 +35,6 @@ def entry(server_or_port, host="127.0.0.1", name=None):
     port = getattr(server_or_port, "port", server_or_port)
     host = getattr(server_or_port, "host", host)
     return PoolEntry(name or host, host, port)
-
-
-def _ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 # --- good servers ---------------------------------------------------------
@@ -82,7 +73,7 @@ def test_all_servers_are_probed_at_once(serve):
     assert t.seconds < 0.15 + SLACK + 0.1
 
 
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+@pytest.mark.skipif(not ipv6_loopback_works(), reason="no IPv6 loopback (::1) on this machine")
 def test_ipv6_server(serve):
     server = serve(send(document(hostname="six")), host="::1")
     [result] = probe_pool([PoolEntry("::1", "::1", server.port)], 2000)

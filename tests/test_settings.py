@@ -2,11 +2,10 @@
 
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from machine import run_python_without_site
 
 from get_hosts.errors import GetHostsError
 from get_hosts.identity import Identity
@@ -364,13 +363,6 @@ def test_identity_given_is_used(tmp_path):
     assert load_settings({}, path, CLIENT).port == 1
 
 
-def run_python(code):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-S", "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_cheap_path_imports_no_identity_socket_or_re(tmp_path):
     path = conf(tmp_path, "[Default]\nSERVER = s\nLB_TIMEOUT = 300\n")
     code = (
@@ -379,7 +371,7 @@ def test_cheap_path_imports_no_identity_socket_or_re(tmp_path):
         "print(s.timeout_ms, sorted(m for m in ('re', 'socket', 'get_hosts.identity', 'fnmatch', 'typing', "
         "'dataclasses', 'argparse', 'json', 'ipaddress') if m in sys.modules))"
     )
-    assert run_python(code) == "300 []"
+    assert run_python_without_site(code) == "300 []"
 
 
 def test_host_sections_make_it_look_up_the_identity(tmp_path):
@@ -388,7 +380,7 @@ def test_host_sections_make_it_look_up_the_identity(tmp_path):
         f"import sys; from get_hosts.settings import load_settings; load_settings({{}}, {path!r}); "
         "print('get_hosts.identity' in sys.modules)"
     )
-    assert run_python(code) == "True"
+    assert run_python_without_site(code) == "True"
 
 
 # --- the table and its documentation ---
