@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 SYSTEM_TOOLS := ip:iproute2 ssh-keyscan:openssh-client /usr/sbin/sshd:openssh-server \
   prlimit:util-linux groff:groff-base man:man-db
 
-.PHONY: all test lint format demo bench deb deb-check clean system-deps
+.PHONY: all test test-quick lint format demo bench deb deb-check clean system-deps
 
 all: test
 
@@ -43,6 +43,10 @@ format: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -q
+
+# A quick local run: everything but the tests marked slow (make test runs all).
+test-quick: $(STAMP) lint
+	$(PY) -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(PY) demo/demo.py

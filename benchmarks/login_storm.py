@@ -43,14 +43,15 @@ from collections import namedtuple
 
 from ltsp_server_advertise import config, rating
 
-from get_hosts import choose, wire
+from get_hosts import choose
 from get_hosts.probe import ProbeResult
 from get_hosts.settings import DEFAULT_ALGORITHM, PoolEntry
+from ltsp_lbcore import wire
 
 MIB = 2**20
 GIB = 2**30
 
-SAMPLE_SECONDS = config.defaults().sample_seconds  # the daemon's default reuse time
+SAMPLE_SECONDS = config.SCHEMA.defaults().sample_seconds  # the daemon's default reuse time
 LOAD_TICK_SECONDS = 5.0  # the kernel recomputes load averages every 5 s
 LOGIN_SECONDS = (3.0, 10.0)  # choice -> session open
 SSH_CONNECT_SECONDS = (0.2, 1.0)  # choice -> LDM's ssh connection established
@@ -102,7 +103,7 @@ class Server:
         self.loads = [steady, steady, steady]
         self.sample = None  # the daemon's last sample: what clients see
         self.chosen_after_event = 0
-        self.capacity = rating.capacity_sessions(**self.metrics())
+        self.capacity = rating.rate(**self.metrics()).capacity
 
     def runnable_tasks(self):
         return self.sessions * SESSION_TASKS + self.logging_in * LOGIN_TASKS

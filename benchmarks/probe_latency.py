@@ -45,7 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "ltsp-server-advertise"))
 
-from get_hosts import wire  # noqa: E402 (after the path it comes from)
+from ltsp_lbcore import wire  # noqa: E402 (after the path it comes from)
 
 LIVE, DEAD = 30, 5
 LIVE_HOSTS = [f"127.0.2.{i}" for i in range(1, LIVE + 1)]

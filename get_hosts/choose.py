@@ -28,9 +28,7 @@ import math
 from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
-
-IDLE, BUSY, SWAPPED, DRAIN, DOWN = "Idle", "Busy", "Swapped", "Drain", "Down"
-LABELS = (IDLE, BUSY, SWAPPED, DRAIN, DOWN)
+from ltsp_lbcore.states import BUSY, DOWN, DRAINING, IDLE, READY, SWAPPED
 
 # Verdict.tier: PREFERRED and LAST_RESORT servers are usable, SKIPPED are not.
 PREFERRED, LAST_RESORT, SKIPPED = 0, 1, None
@@ -54,7 +52,7 @@ def _no_answer(result, limits):
 
 def _not_ready(result, limits):
     state = result.stats.state
-    return None if state == "ready" else f"state {state}: takes no new sessions"
+    return None if state == READY else f"state {state}: takes no new sessions"
 
 
 def _swapping(result, limits):
@@ -79,7 +77,7 @@ def _too_slow(result, limits):
 
 FILTERS = (
     (DOWN, _no_answer),
-    (DRAIN, _not_ready),
+    (DRAINING, _not_ready),
     (SWAPPED, _swapping),
     (BUSY, _overloaded),
     (BUSY, _too_slow),

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import sys
 
-from get_hosts import __version__
 from get_hosts.errors import GetHostsError
+from ltsp_lbcore import __version__
 
 PROG = "get_hosts"
 USAGE = f"""usage: {PROG} [--first | --status | --json] [--explain] [--lts-conf FILE] [--debug]
@@ -88,22 +88,6 @@ def parse_args(argv):
     return options
 
 
-def _client_key(settings, out):
-    """The mac-hash key: this client's MAC, else hostname, else IP; OUT gets explain lines."""
-    from get_hosts.identity import client_identity
-
-    identity = client_identity(settings.servers[0].host)
-    if identity.mac:
-        out.append(f"mac-hash key: MAC {identity.mac} of {identity.interface}")
-        return identity.mac, "mac"
-    for source, value in (("hostname", identity.hostname), ("ip", identity.ip)):
-        if value:
-            out.append(f"mac-hash key: no MAC found, hashing on the {source} {value}")
-            return value, source
-    out.append("mac-hash key: no MAC, hostname or IP found; every such client gets the same order")
-    return "", None
-
-
 def _load_settings(environ, options):
     """Settings, recovering from what can be recovered (see the module rules)."""
     from get_hosts import settings as settings_module
@@ -123,35 +107,28 @@ def _load_settings(environ, options):
         return settings
 
 
-def _run(options, environ, state):
-    settings = _load_settings(environ, options)
-    state["settings"] = settings
-    for warning in settings.warnings:
+def _run(options, settings):
+    from get_hosts import pipeline
+
+    settings, algorithm, warnings = pipeline.select_algorithm(settings)
+    for warning in settings.warnings + warnings:
         _stderr(f"{PROG}: warning: {_escape(warning)}")
-    from get_hosts import choose
-
-    try:
-        algorithm = choose.get_algorithm(settings.algorithm)
-    except GetHostsError as error:
-        from get_hosts.settings import DEFAULT_ALGORITHM
-
-        _stderr(f"{PROG}: warning: {_escape(error)}; using {DEFAULT_ALGORITHM}")
-        settings = settings._replace(algorithm=DEFAULT_ALGORITHM)
-        algorithm = choose.get_algorithm(settings.algorithm)
-    explain = [f"algorithm {settings.algorithm}, pool of {len(settings.servers)}, deadline {settings.timeout_ms} ms"]
+    explain = [pipeline.summary_line(settings)]
     wants_table = options.status or options.json
+
+    from get_hosts import choose, report
 
     if settings.algorithm in choose.NO_PROBE and not wants_table:
         explain.append(f"{settings.algorithm}: no probing, the pool as configured")
-        from get_hosts.report import host_line
-
-        _emit(options, explain, host_line(settings.servers, options.first))
+        _emit(options, explain, report.host_line(settings.servers, options.first))
         return 0
 
     client_key = key_source = None
     if settings.algorithm == "mac-hash":
-        client_key, key_source = _client_key(settings, explain)
+        client_key, key_source, line = pipeline.mac_hash_key(settings)
+        explain.append(line)
 
+    import random
     from time import monotonic
 
     from get_hosts.probe import probe_pool
@@ -160,24 +137,16 @@ def _run(options, environ, state):
     results = probe_pool(settings.servers, settings.timeout_ms)
     probe_ms = (monotonic() - started) * 1000.0
     explain.append(f"probed {len(results)} servers in {probe_ms:.0f} ms")
-
-    import random
-
-    choice = choose.choose(results, settings, algorithm, random.Random(), client_key)
-    if settings.algorithm in choose.NO_PROBE:
-        # --status of a no-probe algorithm: show the probe, print the pool as configured.
-        choice = choose.Choice(list(results), choice.verdicts, choice.fallback)
-    from get_hosts import report
-
-    explain.extend(report.explain_lines(choice, settings.algorithm))
-    if choice.fallback:
-        _stderr(f"{PROG}: warning: {_escape(choice.fallback)}")
+    decision = pipeline.decide(settings, algorithm, results, random.Random(), client_key)
+    explain.extend(decision.explain)
+    if decision.choice.fallback:
+        _stderr(f"{PROG}: warning: {_escape(decision.choice.fallback)}")
     if options.json:
-        text = report.status_json(choice, settings.algorithm, probe_ms, key_source)
+        text = report.status_json(decision.choice, settings.algorithm, probe_ms, key_source)
     elif options.status:
-        text = report.status_table(choice)
+        text = report.status_table(decision.choice)
     else:
-        text = report.host_line(choice.order, options.first)
+        text = report.host_line(decision.choice.order, options.first)
     _emit(options, explain, text)
     return 0
 
@@ -209,7 +178,7 @@ def main(argv=None, environ=None):
         import os
 
         environ = os.environ
-    state = {}
+    settings = None
     try:
         options = parse_args(argv)
         if options.help:
@@ -220,7 +189,8 @@ def main(argv=None, environ=None):
         if options.version:
             sys.stdout.write(f"{PROG} {__version__}\n")
             return 0
-        return _run(options, environ, state)
+        settings = _load_settings(environ, options)
+        return _run(options, settings)
     except GetHostsError as error:
         _stderr(f"{PROG}: error: {_escape(error)}")
         return 2
@@ -231,7 +201,6 @@ def main(argv=None, environ=None):
     except Exception as error:
         if "--debug" in argv:
             raise
-        settings = state.get("settings")
         _stderr(f"{PROG}: error: internal error: {type(error).__name__}: {_escape(error)} (run with --debug)")
         if settings is None:
             return 2

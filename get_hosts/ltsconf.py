@@ -34,8 +34,8 @@ from __future__ import annotations
 import os
 from collections import namedtuple
 
-from get_hosts.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError, parse_text
 from get_hosts.errors import GetHostsError
+from ltsp_lbcore.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError, parse_text
 
 # One assignment, kept with where it came from so errors can name file:line.
 Entry = namedtuple("Entry", "value path lineno")

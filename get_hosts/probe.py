@@ -1,11 +1,24 @@
 """Probing: ask every pool server for its document at once, under one deadline.
 
-Rules of this module (the CLI and the tests rely on them):
+Two layers, the way h11 keeps its state machine apart from its I/O:
+
+- ``ProbeRound`` is the state of one round (no sockets, no clock of its
+  own): one method per event (``answered``, ``failed``, ``give_up``), the
+  results, and ``cutoff``: when the servers still pending are given up. The
+  straggler rule is ``straggler_cutoff``, a pure function of the answers so
+  far, tested by tables with a fake clock.
+- ``probe_pool`` moves the bytes: non-blocking sockets and one
+  ``select.poll`` loop (``_PollLoop``), feeding events to a ProbeRound.
+
+Rules (the CLI, the balancer and the tests rely on them):
 
 - Every server is asked at the same time: one non-blocking TCP connection per
-  server, driven by one ``select.poll`` loop (no thread per server). IPv4 and
-  IPv6 both work; when a name has several addresses they are tried in the
-  order getaddrinfo gives until one connects.
+  server (no thread per server). IPv4 and IPv6 both work; when a name has
+  several addresses they are tried in the order getaddrinfo gives until one
+  connects. When the process runs out of file descriptors (a pool larger
+  than its open-file limit), the servers not yet connected wait for a socket
+  to close and are probed in the next wave, under the same deadline; they are
+  never marked Down for our own limit.
 - Numeric hosts (``10.0.0.5``, ``fe80::1%eth0``) are parsed with
   ``AI_NUMERICHOST`` and never reach DNS. Only names are resolved, each in its
   own daemon thread, started at once, so resolution runs inside the same
@@ -20,9 +33,11 @@ Rules of this module (the CLI and the tests rely on them):
   or sends anything the decoder rejects is Down: ``stats`` is None and
   ``error`` keeps the reason (our own words; text quoted from the server is
   already repr-escaped by wire, and the CLI escapes again before printing).
-- The response time is measured from the start of probe_pool to the end of
+- The response time is measured from the start of the round to the end of
   the document (its closing root tag, or the server closing the connection,
   whichever comes first), so it includes name resolution and connecting.
+- ``straggler=False`` (the balancer's periodic poll) waits for every server
+  until the deadline: a slow but live server is never marked Down early.
 
 The straggler rule (docs/get_hosts.md says the same):
 
@@ -58,12 +73,12 @@ import os
 import select
 import socket
 from collections import namedtuple
-from errno import EINPROGRESS
+from errno import EINPROGRESS, EMFILE, ENFILE
 from time import monotonic
 
-from get_hosts import wire
+from ltsp_lbcore import wire
+from ltsp_lbcore.ports import ADVERTISE_PORT
 
-DEFAULT_PORT = 377
 GRACE_FACTOR = 4
 GRACE_MIN_MS = 75
 GRACE_MAX_MS = 300
@@ -80,28 +95,118 @@ error: why it is Down (str), or None.
 _POLL_ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 # Phases of one probe, named for the reasons given when the deadline hits.
-_RESOLVING, _CONNECTING, _READING = "resolving the name", "connecting", "reading"
+RESOLVING, WAITING, CONNECTING, READING = "resolving the name", "waiting for a free socket", "connecting", "reading"
+
+
+# --- the state of a round: no I/O ----------------------------------------------------
+
+
+def grace_ms(slowest_ms):
+    """The straggler grace for the slowest valid answer seen so far, in ms."""
+    return min(max(GRACE_FACTOR * slowest_ms, GRACE_MIN_MS), GRACE_MAX_MS)
+
+
+def straggler_cutoff(last_answer, slowest_ms, quorum_time, deadline):
+    """When the servers still pending are given up (the rule above), in the clock's seconds.
+
+    last_answer: time of the latest valid answer, or None (none yet: only the
+    deadline applies). slowest_ms: the slowest valid answer's response time.
+    quorum_time: when half the pool had settled, or None.
+    """
+    if last_answer is None:
+        return deadline
+    if quorum_time is None:
+        return min(deadline, last_answer + GRACE_MAX_MS / 1000.0)
+    return min(deadline, max(last_answer, quorum_time) + grace_ms(slowest_ms) / 1000.0)
+
+
+class ProbeRound:
+    """One round of probes of a pool: what has settled, and when to stop waiting.
+
+    Times are the caller's clock (monotonic seconds). Each entry settles
+    once: ``answered`` (a valid document), ``failed`` (Down for a reason
+    of its own) or ``give_up`` (the cutoff came first).
+    """
+
+    def __init__(self, entries, start, timeout_ms, straggler=True):
+        self.entries = list(entries)
+        self.results = [None] * len(self.entries)
+        self.start = start
+        self.timeout_ms = timeout_ms
+        self.deadline = start + timeout_ms / 1000.0
+        self.straggler = straggler
+        self.settled = 0
+        self.slowest_ms = None
+        self.last_answer = None
+        self.quorum_time = None
+
+    @property
+    def pending(self):
+        return len(self.entries) - self.settled
+
+    @property
+    def cutoff(self):
+        if not self.straggler:
+            return self.deadline
+        return straggler_cutoff(self.last_answer, self.slowest_ms, self.quorum_time, self.deadline)
+
+    def answered(self, index, stats, now):
+        response_ms = (now - self.start) * 1000.0
+        self.slowest_ms = response_ms if self.slowest_ms is None else max(self.slowest_ms, response_ms)
+        self.last_answer = now
+        self._settle(index, ProbeResult(self.entries[index], stats, response_ms, None), now)
+
+    def failed(self, index, error, now):
+        self._settle(index, ProbeResult(self.entries[index], None, None, error), now)
+
+    def give_up(self, index, phase, nbytes, now, grace=None):
+        """Down at the cutoff. GRACE: the straggler grace in force (ms), or None when the deadline hit."""
+        if grace is not None:
+            waited = (now - self.start) * 1000.0
+            reason = (
+                f"no answer within the straggler grace: gave up at {waited:.0f} ms, "
+                f"{grace:.0f} ms after the last answer, while {phase}"
+            )
+        else:
+            reason = f"timed out after {self.timeout_ms:g} ms while {phase}"
+        if phase == READING:
+            reason += f" ({nbytes} bytes so far)"
+        self.failed(index, reason, now)
+
+    def grace_in_force(self):
+        """The grace (ms) that set the cutoff, or None when the cutoff is the deadline."""
+        if self.cutoff >= self.deadline:
+            return None
+        return grace_ms(self.slowest_ms) if self.quorum_time is not None else GRACE_MAX_MS
+
+    def _settle(self, index, result, now):
+        self.results[index] = result
+        self.settled += 1
+        if self.quorum_time is None and 2 * self.settled >= len(self.entries):
+            self.quorum_time = now
+
+
+# --- the I/O -------------------------------------------------------------------------
 
 
 class _Probe:
-    """The state of one server's probe; owned by the poll loop."""
+    """The sockets and bytes of one server's probe; owned by the poll loop."""
 
-    __slots__ = ("addresses", "batch", "decoder", "entry", "host", "index", "nbytes", "phase", "port", "sock")
+    __slots__ = ("addresses", "batch", "decoder", "host", "index", "nbytes", "phase", "port", "sock")
 
     def __init__(self, index, entry):
         self.index = index
-        self.entry = entry
         host = entry.host
         # Accept a bracketed IPv6 literal even if the pool parser kept them.
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]
         self.host = host
-        self.port = entry.port or DEFAULT_PORT
+        self.port = entry.port or ADVERTISE_PORT
         self.addresses = []
         self.decoder = None
         self.sock = None
         self.nbytes = 0
-        self.phase = _RESOLVING
+        self.phase = RESOLVING
         self.batch = 0  # the poll batch in which its socket was registered
 
 
@@ -176,111 +281,99 @@ def _os_reason(error):
     return str(error) or type(error).__name__
 
 
-def _grace_ms(slowest_ms):
-    """The straggler grace for the slowest valid answer seen so far, in ms."""
-    return min(max(GRACE_FACTOR * slowest_ms, GRACE_MIN_MS), GRACE_MAX_MS)
+class _OutOfSockets(Exception):
+    """The process has no file descriptor left for another socket (EMFILE, ENFILE)."""
 
 
-def probe_pool(entries, timeout_ms):
-    """Probe every entry at once; return a list of ProbeResult in pool order.
+class _PollLoop:
+    """Drives one ProbeRound with non-blocking sockets and select.poll."""
 
-    entries: PoolEntry-like objects with .host and .port (port None means 377).
-    timeout_ms: the one deadline for resolving, connecting and reading.
-    Never raises for anything a server does; every entry gets a result.
-    """
-    start = monotonic()
-    deadline = start + timeout_ms / 1000.0
-    results = [None] * len(entries)
-    probes = [_Probe(index, entry) for index, entry in enumerate(entries)]
-    poller = select.poll()
-    by_fd = {}
-    pending = len(probes)
-    settled = 0  # answered or failed for good
-    slowest_ms = None  # slowest valid answer so far
-    last_answer = None  # monotonic time of the latest valid answer
-    quorum_time = None  # when half the pool had settled
-    cutoff = deadline
-    batch = 0  # counts poll() calls; see _Probe.batch
+    def __init__(self, round_):
+        self.round = round_
+        self.poller = select.poll()
+        self.by_fd = {}
+        self.waiting = []  # connected nowhere yet: out of file descriptors (next wave)
+        self.batch = 0  # counts poll() calls; see _Probe.batch
+        self.probes = [_Probe(index, entry) for index, entry in enumerate(round_.entries)]
 
-    def finish(probe, stats=None, error=None):
-        nonlocal pending, settled, slowest_ms, last_answer, quorum_time, cutoff
+    def finish(self, probe, stats=None, error=None):
+        self._close(probe)
+        if stats is not None:
+            self.round.answered(probe.index, stats, monotonic())
+        else:
+            self.round.failed(probe.index, error, monotonic())
+
+    def _close(self, probe):
         sock = probe.sock
         if sock is not None:
-            poller.unregister(sock.fileno())
-            del by_fd[sock.fileno()]
+            self.poller.unregister(sock.fileno())
+            del self.by_fd[sock.fileno()]
             sock.close()
             probe.sock = None
-        now = monotonic()
-        response_ms = None
-        if stats is not None:
-            response_ms = (now - start) * 1000.0
-            slowest_ms = response_ms if slowest_ms is None else max(slowest_ms, response_ms)
-            last_answer = now
-        results[probe.index] = ProbeResult(probe.entry, stats, response_ms, error)
-        pending -= 1
-        settled += 1
-        if quorum_time is None and 2 * settled >= len(probes):
-            quorum_time = now
-        if last_answer is not None:
-            cutoff = min(deadline, max(last_answer, quorum_time or last_answer) + current_grace_ms() / 1000.0)
 
-    def current_grace_ms():
-        return _grace_ms(slowest_ms) if quorum_time is not None else GRACE_MAX_MS
-
-    def connect_next(probe):
+    def connect_next(self, probe):
         """Start connecting to the probe's next address, or finish it as Down."""
         reason = "no address to connect to"
         while probe.addresses:
-            family, socktype, proto, _name, sockaddr = probe.addresses.pop(0)
             try:
-                sock = socket.socket(family, socktype, proto)
-            except OSError as error:
-                reason = f"cannot open a socket: {_os_reason(error)}"
-                continue
-            sock.setblocking(False)
-            try:
-                code = sock.connect_ex(sockaddr)
-            except (OSError, OverflowError, ValueError) as error:
-                sock.close()
-                reason = f"connect failed: {_os_reason(error)}"
-                continue
-            if code in (0, EINPROGRESS):
-                probe.sock = sock
-                probe.phase = _CONNECTING
-                by_fd[sock.fileno()] = probe
-                probe.batch = batch
-                poller.register(sock.fileno(), select.POLLOUT)
+                reason = self._try_address(probe, probe.addresses[0])
+            except _OutOfSockets:
+                probe.phase = WAITING
+                self.waiting.append(probe)
                 return
-            sock.close()
-            reason = f"connect failed: {os.strerror(code)}"
-        finish(probe, error=reason)
+            probe.addresses.pop(0)
+            if reason is None:
+                return
+        self.finish(probe, error=reason)
 
-    def on_connected(probe, events):
+    def _try_address(self, probe, address):
+        """Connect PROBE to ADDRESS: None when under way, else why not."""
+        family, socktype, proto, _name, sockaddr = address
+        try:
+            sock = socket.socket(family, socktype, proto)
+        except OSError as error:
+            if error.errno in (EMFILE, ENFILE) and self.by_fd:
+                raise _OutOfSockets from None  # a socket of ours will close: wait for it
+            return f"cannot open a socket: {_os_reason(error)}"
+        sock.setblocking(False)
+        try:
+            code = sock.connect_ex(sockaddr)
+        except (OSError, OverflowError, ValueError) as error:
+            sock.close()
+            return f"connect failed: {_os_reason(error)}"
+        if code not in (0, EINPROGRESS):
+            sock.close()
+            return f"connect failed: {os.strerror(code)}"
+        probe.sock = sock
+        probe.phase = CONNECTING
+        self.by_fd[sock.fileno()] = probe
+        probe.batch = self.batch
+        self.poller.register(sock.fileno(), select.POLLOUT)
+        return None
+
+    def on_connected(self, probe, events):
         sock = probe.sock
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0 and events & select.POLLOUT:
-            probe.phase = _READING
+            probe.phase = READING
             probe.decoder = wire.Decoder()
-            poller.modify(sock.fileno(), select.POLLIN)
+            self.poller.modify(sock.fileno(), select.POLLIN)
             return
-        poller.unregister(sock.fileno())
-        del by_fd[sock.fileno()]
-        sock.close()
-        probe.sock = None
+        self._close(probe)
         last = f"connect failed: {os.strerror(code) if code else 'connection closed'}"
         if probe.addresses:
-            connect_next(probe)
+            self.connect_next(probe)
         else:
-            finish(probe, error=last)
+            self.finish(probe, error=last)
 
-    def on_readable(probe):
+    def on_readable(self, probe):
         limit = wire.MAX_DOCUMENT_BYTES + 1 - probe.nbytes
         try:
             data = probe.sock.recv(min(READ_CHUNK, limit))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as error:
-            finish(probe, error=f"{_os_reason(error)} after {probe.nbytes} bytes")
+            self.finish(probe, error=f"{_os_reason(error)} after {probe.nbytes} bytes")
             return
         try:
             if data:
@@ -291,72 +384,95 @@ def probe_pool(entries, timeout_ms):
                 # The root element closed: the answer is whole, whether or
                 # not the server closes the connection (docs/PROTOCOL.md).
             elif probe.nbytes == 0:
-                finish(probe, error="closed the connection without sending anything")
+                self.finish(probe, error="closed the connection without sending anything")
                 return
             stats = probe.decoder.close()
         except wire.ProtocolError as error:
-            finish(probe, error=f"bad document: {error}")
+            self.finish(probe, error=f"bad document: {error}")
             return
-        finish(probe, stats=stats)
+        self.finish(probe, stats=stats)
 
-    resolver = None
-    names = []
-    for probe in probes:
-        numeric = _numeric_addresses(probe.host, probe.port)
-        if numeric is None:
-            names.append(probe)
-        else:
-            probe.addresses = numeric
-            connect_next(probe)
-    try:
-        if names:
-            resolver = _Resolver(names)
-            poller.register(resolver.read_fd, select.POLLIN)
-        while pending:
-            now = monotonic()
-            if now >= cutoff:
-                break
-            batch += 1
-            # Round up so that a wait of 0.3 ms does not spin with timeout 0.
-            for fd, events in poller.poll((cutoff - now) * 1000.0 + 1.0):
-                if resolver is not None and fd == resolver.read_fd:
-                    for probe, addresses, error in resolver.drain():
-                        if addresses:
-                            probe.addresses = list(addresses)
-                            connect_next(probe)
-                        else:
-                            finish(probe, error=error)
-                    continue
-                probe = by_fd.get(fd)
-                if probe is None or probe.batch == batch:
-                    # Finished earlier in this batch, or its fd number was
-                    # closed and reused by a new socket: the event is stale.
-                    continue
-                if probe.phase == _CONNECTING:
-                    on_connected(probe, events)
-                elif events & (select.POLLIN | _POLL_ERR):
-                    on_readable(probe)
-        straggler = cutoff < deadline
-        # Before finish() below counts the stragglers as settled (and so changes the grace).
-        grace_ms = current_grace_ms() if straggler else None
-        for probe in probes:
-            if results[probe.index] is not None:
-                continue
-            if straggler:
-                waited = (monotonic() - start) * 1000.0
-                reason = (
-                    f"no answer within the straggler grace: gave up at {waited:.0f} ms, "
-                    f"{grace_ms:.0f} ms after the last answer, while {probe.phase}"
-                )
+    def start_next_wave(self):
+        """Connect the probes that waited for a file descriptor, while there are free ones."""
+        while self.waiting:
+            probe = self.waiting.pop(0)
+            self.connect_next(probe)
+            if probe.phase == WAITING:  # queued again: still no descriptor free
+                return
+
+    def on_resolved(self, resolver):
+        for probe, addresses, error in resolver.drain():
+            if addresses:
+                probe.addresses = list(addresses)
+                self.connect_next(probe)
             else:
-                reason = f"timed out after {timeout_ms:g} ms while {probe.phase}"
-            if probe.phase == _READING:
-                reason += f" ({probe.nbytes} bytes so far)"
-            finish(probe, error=reason)
-    finally:
-        for probe in probes:
-            if probe.sock is not None:
-                probe.sock.close()
-        if resolver is not None:
-            resolver.close()
-    return results
+                self.finish(probe, error=error)
+
+    def dispatch(self, fd, events, resolver):
+        if resolver is not None and fd == resolver.read_fd:
+            self.on_resolved(resolver)
+            return
+        probe = self.by_fd.get(fd)
+        if probe is None or probe.batch == self.batch:
+            # Finished earlier in this batch, or its fd number was closed and
+            # reused by a new socket: the event is stale.
+            return
+        if probe.phase == CONNECTING:
+            self.on_connected(probe, events)
+        elif events & (select.POLLIN | _POLL_ERR):
+            self.on_readable(probe)
+
+    def run(self):
+        """Probe until every server settled or the cutoff; the stragglers are given up."""
+        resolver = None
+        names = []
+        for probe in self.probes:
+            numeric = _numeric_addresses(probe.host, probe.port)
+            if numeric is None:
+                names.append(probe)
+            else:
+                probe.addresses = numeric
+                self.connect_next(probe)
+        try:
+            if names:
+                resolver = _Resolver(names)
+                self.poller.register(resolver.read_fd, select.POLLIN)
+            while self.round.pending:
+                now = monotonic()
+                if now >= self.round.cutoff:
+                    break
+                self.batch += 1
+                # Round up so that a wait of 0.3 ms does not spin with timeout 0.
+                for fd, events in self.poller.poll((self.round.cutoff - now) * 1000.0 + 1.0):
+                    self.dispatch(fd, events, resolver)
+                if self.waiting:
+                    self.start_next_wave()
+            self.give_up_pending()
+        finally:
+            for probe in self.probes:
+                if probe.sock is not None:
+                    probe.sock.close()
+            if resolver is not None:
+                resolver.close()
+
+    def give_up_pending(self):
+        # The grace before give_up() counts the stragglers as settled (and so changes it).
+        grace = self.round.grace_in_force()
+        for probe in self.probes:
+            if self.round.results[probe.index] is None:
+                self._close(probe)
+                self.round.give_up(probe.index, probe.phase, probe.nbytes, monotonic(), grace)
+
+
+def probe_pool(entries, timeout_ms, straggler=True):
+    """Probe every entry at once; return a list of ProbeResult in pool order.
+
+    entries: PoolEntry-like objects with .host and .port (port None means 377).
+    timeout_ms: the one deadline for resolving, connecting and reading.
+    straggler: apply the straggler rule (one login); False waits for every
+    server until the deadline (a periodic poller).
+    Never raises for anything a server does; every entry gets a result.
+    """
+    round_ = ProbeRound(entries, monotonic(), timeout_ms, straggler)
+    _PollLoop(round_).run()
+    return round_.results

@@ -31,9 +31,11 @@ from __future__ import annotations
 from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
+from ltsp_lbcore.numbers import is_plain_decimal, is_plain_whole
+from ltsp_lbcore.ports import ADVERTISE_PORT
 
 DEFAULT_ALGORITHM = "two-choice"
-DEFAULT_PORT = 377
+DEFAULT_PORT = ADVERTISE_PORT
 DEFAULT_LTS_CONF = "/etc/lts.conf"
 ENVIRONMENT = "the environment"
 
@@ -66,7 +68,7 @@ def to_algorithm(text):
 
 def _whole(text, what):
     digits = text.strip()
-    if not (digits.isascii() and digits.isdigit()):
+    if not is_plain_whole(digits):
         raise ValueError(f"is not a whole number of {what}")
     return int(digits)
 
@@ -78,10 +80,17 @@ def to_port(text):
     return port
 
 
+# An hour: longer than any login would wait, and within what poll() takes
+# (a C int of milliseconds; 10**10 overflowed it).
+MAX_MILLISECONDS = 3_600_000
+
+
 def to_milliseconds(text):
     value = _whole(text, "milliseconds")
     if value < 1:
         raise ValueError("is not a positive number of milliseconds")
+    if value > MAX_MILLISECONDS:
+        raise ValueError(f"is more than {MAX_MILLISECONDS} milliseconds (an hour)")
     return value
 
 
@@ -95,13 +104,9 @@ def to_optional_load(text):
     value = text.strip()
     if value.lower() == "none":
         return None
-    try:
-        load = float(value)
-    except ValueError:
-        load = -1.0
-    if not 0.0 <= load < float("inf") or not value.replace(".", "", 1).isdigit():
+    if not is_plain_decimal(value):
         raise ValueError("is not a load average per CPU (a decimal number such as 1.5)")
-    return load
+    return float(value)
 
 
 BOOLEANS = {"true": True, "y": True, "yes": True, "1": True, "false": False, "n": False, "no": False, "0": False}
@@ -188,93 +193,20 @@ def variables_help(width=78):
 
 # --- the pool ---
 
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
-
-
-def _host_name_problem(host):
-    """Why HOST is not a host name or IPv4 address, or None."""
-    if not host:
-        return "no host"
-    if not set(host) <= _NAME_CHARS:
-        bad = sorted(set(host) - _NAME_CHARS)[0]
-        return f"{bad!r} is not allowed in a host name"
-    if host[0] in "-.":
-        return "a host name cannot start with '-' or '.'"
-    if len(host) > 253:
-        return "host name longer than 253 characters"
-    return None
-
-
-def _ipv6_problem(address):
-    """Why ADDRESS (optionally with %zone) is not an IPv6 address, or None."""
-    import socket
-
-    bare, percent, zone = address.partition("%")
-    if percent and not (zone and set(zone) <= _NAME_CHARS):
-        return "bad IPv6 zone"
-    try:
-        socket.inet_pton(socket.AF_INET6, bare)
-    except (OSError, ValueError):
-        return "not an IPv6 address"
-    return None
-
-
-def _port_problem(text):
-    if not (text.isascii() and text.isdigit()):
-        return f"port {text!r} is not a number"
-    if not 1 <= int(text) <= 65535:
-        return f"port {text} is out of range (1-65535)"
-    return None
-
-
-def _pool_entry(word, default_port):
-    """One word of the pool -> (PoolEntry, None) or (None, reason)."""
-    port_text = None
-    if word.startswith("["):
-        close = word.find("]")
-        if close < 0:
-            return None, "'[' without ']'"
-        host, after = word[1:close], word[close + 1 :]
-        if not host:
-            return None, "empty brackets"
-        if after:
-            if not after.startswith(":"):
-                return None, f"{after!r} after ']'"
-            port_text = after[1:]
-        problem = _ipv6_problem(host) if ":" in host else "brackets are for IPv6 addresses"
-    elif word.count(":") > 1:
-        host = word
-        problem = _ipv6_problem(host)
-    else:
-        host, colon, port_text = word.partition(":")
-        port_text = port_text if colon else None
-        problem = _host_name_problem(host)
-    if problem is None and port_text is not None:
-        problem = _port_problem(port_text)
-    if problem is not None:
-        return None, problem
-    return PoolEntry(host, host, int(port_text) if port_text is not None else default_port), None
-
-
-def _host_key(host):
-    """Equal for the same server written two ways: case of names, spellings of one IPv6 address."""
-    if ":" not in host:
-        return host.lower()
-    import socket
-
-    bare, _, zone = host.partition("%")
-    return socket.inet_pton(socket.AF_INET6, bare), zone
-
 
 def parse_pool(text, default_port=DEFAULT_PORT):
     """'app1 app2:3377 [2001:db8::1]:377 fd00::5' -> ([PoolEntry], [warning]); bad and duplicate entries skipped."""
+    from ltsp_lbcore.hostport import host_key, parse_host_port
+
     entries, warnings, seen = [], [], {}
     for word in (text or "").split():
-        entry, problem = _pool_entry(word, default_port)
-        if entry is None:
+        try:
+            host, port = parse_host_port(word, default_port)
+        except ValueError as problem:
             warnings.append(f"skipping pool entry {word!r}: {problem}")
             continue
-        key = (_host_key(entry.host), entry.port)
+        entry = PoolEntry(host, host, port)
+        key = (host_key(entry.host), entry.port)
         if key in seen:
             warnings.append(f"skipping pool entry {word!r}: same server as {seen[key]!r}")
             continue

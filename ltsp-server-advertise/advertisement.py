@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 
-from get_hosts import wire
+from ltsp_lbcore import wire
 
 from . import stats
 from .config import MIB

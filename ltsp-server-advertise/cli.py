@@ -8,25 +8,26 @@ Rules:
   and nothing but bind() and one warm-up sample ever runs as root.
 - Exit codes: 0 served and stopped (SIGTERM) or printed (--once); 2 for a
   config error (bad file, bad --listen, unknown USER); 1 for any other
-  AdvertiseError (cannot bind, cannot collect). Either way one line
+  ServiceError (cannot bind, cannot collect). Either way one line
   ``ltsp-server-advertise: error: ...`` on stderr; a traceback only with
   --debug.
-- Logs go to stderr through logging. Under systemd (JOURNAL_STREAM names our
-  stderr) each line starts with its syslog priority ``<N>`` and carries no
-  timestamp: journald adds its own and files the priority.
+- Logs go to stderr through logging (ltsp_lbcore.service.setup_logging:
+  journald-friendly under systemd).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import traceback
 
-from . import __version__, config, listeners, privileges
+from ltsp_lbcore import __version__, listeners, privileges
+from ltsp_lbcore.errors import ConfigError, ServiceError
+from ltsp_lbcore.service import setup_logging
+
+from . import config
 from .advertisement import Advertisement
-from .errors import AdvertiseError
 
 PROG = "ltsp-server-advertise"
 log = logging.getLogger(__name__)
@@ -36,43 +37,12 @@ log = logging.getLogger(__name__)
 SPARE_FILE_DESCRIPTORS = 64
 
 
-_SYSLOG_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-
-
-class _JournalFormatter(logging.Formatter):
-    """'<4>module: message': the prefix is the syslog priority journald reads."""
-
-    def format(self, record):
-        priority = _SYSLOG_PRIORITIES.get(record.levelno, 6)
-        return f"<{priority}>" + super().format(record).replace("\n", f"\n<{priority}>")
-
-
-def _stderr_is_journal(environ):
-    stream = environ.get("JOURNAL_STREAM", "")
-    try:
-        stat = os.fstat(2)
-    except OSError:
-        return False
-    return stream == f"{stat.st_dev}:{stat.st_ino}"
-
-
-def setup_logging(debug, environ=os.environ):
-    handler = logging.StreamHandler(sys.stderr)
-    if _stderr_is_journal(environ):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter(f"{PROG}: %(levelname)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Answer every TCP connection with one XML document of this server's load, then close\n"
         "(see docs/PROTOCOL.md). get_hosts on the thin clients reads it to choose a server.",
-        epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + config.render_key_list(),
+        epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + config.SCHEMA.render_key_list(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -96,9 +66,9 @@ def build_parser():
 
 def load_config(args):
     """The config file, with --listen applied over it. ConfigError when either is bad."""
-    loaded = config.load(args.config)
+    loaded = config.SCHEMA.load(args.config)
     if args.listen:
-        loaded = config.override(loaded, "LISTEN", " ".join(args.listen), "--listen")
+        loaded = config.SCHEMA.override(loaded, "LISTEN", " ".join(args.listen), "--listen")
     return loaded
 
 
@@ -141,14 +111,14 @@ def serve(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    setup_logging(args.debug)
+    setup_logging(PROG, args.debug)
     try:
         return serve(args)
-    except AdvertiseError as error:
+    except ServiceError as error:
         if args.debug:
             traceback.print_exc()
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, config.ConfigError) else 1
+        return 2 if isinstance(error, ConfigError) else 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The rating: how many more sessions this server can take.
 
 Rules of this module:
-- One pure function, spare_sessions(), no I/O, no clock, no psutil: the same
+- One pure function, rate(), no I/O, no clock, no psutil: the same
   arguments always give the same rating, so tests are tables.
 - It implements docs/PROTOCOL.md "The rating" exactly. A change here is a
   change of the protocol's meaning and must change that page too.
@@ -18,15 +18,13 @@ from __future__ import annotations
 import math
 from collections import namedtuple
 
+from ltsp_lbcore.states import ADMIN_STATES, READY
+
 # Per-session budgets (docs/PROTOCOL.md): a desktop session of a thin-client
 # user needs about this much of one CPU and of RAM. The daemon's config
 # overrides them; these defaults suit a school's office/browser desktop.
 DEFAULT_SESSION_CPU_MHZ = 300
 DEFAULT_SESSION_MEMORY_BYTES = 400 * 2**20
-
-# The states of wire.STATES; only "ready" takes new sessions.
-READY_STATE = "ready"
-KNOWN_STATES = ("ready", "drain", "maint")
 
 
 def _check_budget(name, value):
@@ -129,8 +127,8 @@ def rate(
     """
     # Everything is checked first, so a bad budget is reported even while
     # draining, not only once the admin sets the server back to ready.
-    if state not in KNOWN_STATES:
-        raise ValueError(f"state is not one of {', '.join(KNOWN_STATES)} (got {state!r})")
+    if state not in ADMIN_STATES:
+        raise ValueError(f"state is not one of {', '.join(ADMIN_STATES)} (got {state!r})")
     _check_budget("session_cpu_mhz", session_cpu_mhz)
     _check_budget("session_memory_bytes", session_memory_bytes)
     metrics = dict(
@@ -147,17 +145,7 @@ def rate(
     if not halves:
         return Rated(0.0, None)
     capacity = min(half_capacity for half_capacity, _used in halves) * weight / 100
-    if state != READY_STATE:
+    if state != READY:
         return Rated(0.0, capacity)
     spare = min(half_capacity * weight / 100 - used for half_capacity, used in halves)
     return Rated(max(0.0, spare), capacity)
-
-
-def spare_sessions(**arguments):
-    """The rating: spare capacity in "sessions this server can still take" (rate()'s arguments)."""
-    return rate(**arguments).rating
-
-
-def capacity_sessions(**arguments):
-    """Sessions this server can hold in all, or None if unknown (rate()'s arguments)."""
-    return rate(**arguments).capacity

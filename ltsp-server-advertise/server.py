@@ -41,8 +41,8 @@ import signal
 import socket
 import time
 
-from . import listeners as listeners_module
-from .errors import AdvertiseError
+from ltsp_lbcore import listeners as listeners_module
+from ltsp_lbcore.service import reload_config
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Server:
     """Serves the advertisement on the given listening sockets until stop()."""
 
     def __init__(self, sockets, config, advertisement, reload_config=None, clock=time.monotonic):
-        """reload_config: () -> Config, called on SIGHUP; raises AdvertiseError on a bad file."""
+        """reload_config: () -> Config, called on SIGHUP; raises ServiceError on a bad file."""
         self._sockets = list(sockets)
         self._advertisement = advertisement
         self._reload_config = reload_config
@@ -135,17 +135,9 @@ class Server:
     def _reload(self):
         if self._reload_config is None:
             return
-        try:
-            new = self._reload_config()
-        except AdvertiseError as error:
-            log.error("reload refused, keeping the running configuration: %s", error)
+        new = reload_config(self._reload_config, self.config)
+        if new is None:
             return
-        old = self.config
-        for name in ("listen", "user"):
-            if getattr(new, name) != getattr(old, name):
-                log.warning(
-                    "%s changed in %s: it takes effect at the next restart, not on reload", name.upper(), new.path
-                )
         self.apply_config(new)
         log.info(
             "reloaded %s: STATE=%s WEIGHT=%d MAX_CLIENTS=%d SAMPLE_SECONDS=%g",

@@ -86,7 +86,7 @@ import time
 
 import psutil
 
-from get_hosts import wire
+from ltsp_lbcore import wire
 
 from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, rate
 

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from get_hosts import wire
+from ltsp_lbcore import wire
 
 
 def stats(**overrides):

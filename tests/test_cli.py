@@ -18,7 +18,8 @@ from fakeservers import Elapsed, document, refused_port, send, stall
 from hypothesis import given
 from hypothesis import strategies as st
 
-from get_hosts import __version__, report
+from get_hosts import report
+from ltsp_lbcore import __version__
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

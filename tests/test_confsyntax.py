@@ -2,7 +2,7 @@
 
 import pytest
 
-from get_hosts.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError, parse_line, parse_text
+from ltsp_lbcore.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError, parse_line, parse_text
 
 LINES = [
     ("", None),

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 from logged import LoggedProcess
+from ltsp_server_advertise import config as daemon_config
 from ltsp_server_advertise import server as server_module
-from ltsp_server_advertise.config import defaults
 from lxml import etree
 from machine import ipv6_loopback_works
 
-from get_hosts import wire
+from ltsp_lbcore import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = etree.RelaxNG(etree.parse(str(ROOT / "docs" / "ltsp-server.rng")))
@@ -303,7 +303,7 @@ def test_write_timeout_and_max_clients_with_a_document_that_does_not_fit(tmp_pat
     listener.listen(64)
     listener.setblocking(False)
     address = listener.getsockname()
-    config = defaults()._replace(max_clients=2, write_timeout_seconds=0.5)
+    config = daemon_config.SCHEMA.defaults()._replace(max_clients=2, write_timeout_seconds=0.5)
     server = server_module.Server([listener], config, HugeAdvertisement())
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -5,9 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_demo_runs_and_shows_the_system_at_work():
     done = subprocess.run([sys.executable, str(ROOT / "demo" / "demo.py")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -216,6 +216,7 @@ def test_powered_off_and_drained_servers_are_shown_and_skipped(pool):
         assert pool.timed("--first").stdout.strip() in (BIG, SMALL)
 
 
+@pytest.mark.slow
 def test_weighted_first_choice_follows_the_ratings(pool):
     firsts, shares = [], []
     for _ in range(WEIGHTED_RUNS):
@@ -246,6 +247,7 @@ def test_weighted_first_choice_follows_the_ratings(pool):
     assert 0.65 * WEIGHTED_RUNS <= got <= 0.95 * WEIGHTED_RUNS, summary
 
 
+@pytest.mark.slow
 def test_two_choice_default_puts_the_big_server_first(pool):
     lines = [pool.timed().stdout for _ in range(TWO_CHOICE_RUNS)]
     for line in lines:

@@ -52,7 +52,10 @@ def setup_arguments():
     setuptools.setup = fake_setup
     try:
         source = (ROOT / "setup.py").read_text(encoding="utf-8")
-        exec(compile(source, str(ROOT / "setup.py"), "exec"), {"__name__": "__main__"})
+        exec(
+            compile(source, str(ROOT / "setup.py"), "exec"),
+            {"__name__": "__main__", "__file__": str(ROOT / "setup.py")},
+        )
     finally:
         setuptools.setup = original
     return captured
@@ -253,8 +256,9 @@ def test_get_hosts_page_names_every_flag_and_variable():
         assert f".SH {heading}\n" in text
     assert "X \\-query $(get_hosts \\-\\-first)" in text
     assert "straggler" in text
-    from get_hosts.choose import ALGORITHMS, LABELS
+    from get_hosts.choose import ALGORITHMS
     from get_hosts.report import STATUS_COLUMNS
+    from ltsp_lbcore.states import POOL_STATES as LABELS
 
     for algorithm in ALGORITHMS:
         assert f".B {roff_option(algorithm)}\n" in text, f"get_hosts.8 does not describe algorithm {algorithm}"

@@ -23,9 +23,10 @@ from fakeservers import (
 )
 from machine import ipv6_loopback_works
 
-from get_hosts import probe, wire
+from get_hosts import probe
 from get_hosts.probe import probe_pool
 from get_hosts.settings import PoolEntry
+from ltsp_lbcore import wire
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SLACK = 0.25  # seconds of scheduling noise allowed on a busy 2-core machine
@@ -238,15 +239,15 @@ def test_three_fast_and_one_stalled_take_the_grace_not_the_deadline(serve):
     assert "straggler grace" in results[3].error
     slowest = max(r.response_ms for r in results[:3])
     # grace = clamp(4 * slowest, 75, 300) ms after the last answer
-    expected = slowest / 1000 + probe._grace_ms(slowest) / 1000
+    expected = slowest / 1000 + probe.grace_ms(slowest) / 1000
     assert t.seconds >= probe.GRACE_MIN_MS / 1000
     assert t.seconds < expected + SLACK
 
 
 def test_grace_rule_values():
-    assert probe._grace_ms(1) == probe.GRACE_MIN_MS
-    assert probe._grace_ms(50) == 200
-    assert probe._grace_ms(1000) == probe.GRACE_MAX_MS
+    assert probe.grace_ms(1) == probe.GRACE_MIN_MS
+    assert probe.grace_ms(50) == 200
+    assert probe.grace_ms(1000) == probe.GRACE_MAX_MS
 
 
 def test_a_peer_answering_within_the_grace_is_waited_for(serve):

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from ltsp_server_advertise.rating import (
     DEFAULT_SESSION_CPU_MHZ,
     DEFAULT_SESSION_MEMORY_BYTES,
-    capacity_sessions,
-    spare_sessions,
+    rate,
 )
 
 S = 400 * 2**20  # one session's memory budget, bytes
@@ -123,7 +122,7 @@ RATINGS = [
 
 @pytest.mark.parametrize(("arguments", "expected"), [row[1:] for row in RATINGS], ids=[row[0] for row in RATINGS])
 def test_rating_table(arguments, expected):
-    assert spare_sessions(**arguments) == pytest.approx(expected)
+    assert rate(**arguments).rating == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("sessions", "expected"), [(0, 40.0), (1, 39.0), (10, 30.0), (39, 1.0), (40, 0.0), (41, 0.0)])
@@ -137,7 +136,7 @@ def test_sessions_lower_rating_at_once_while_load_average_is_still_0(sessions, e
         mem_total_bytes=100 * S,
         mem_available_bytes=100 * S,
     )
-    assert spare_sessions(**arguments) == pytest.approx(expected)
+    assert rate(**arguments).rating == pytest.approx(expected)
 
 
 def test_defaults_are_the_documented_budgets():
@@ -165,7 +164,7 @@ ERRORS = [
 @pytest.mark.parametrize(("changes", "error", "message"), [row[1:] for row in ERRORS], ids=[row[0] for row in ERRORS])
 def test_bad_arguments_name_the_value(changes, error, message):
     with pytest.raises(error) as raised:
-        spare_sessions(**case(**changes))
+        rate(**case(**changes))
     assert message in str(raised.value)
 
 
@@ -183,11 +182,11 @@ metric = st.one_of(st.none(), st.floats(min_value=0, max_value=1e6))
 )
 def test_rating_is_finite_non_negative_and_one_more_session_never_raises_it(sessions, weight, **metrics):
     arguments = dict(state="ready", weight=weight, sessions=sessions, **metrics)
-    rating = spare_sessions(**arguments)
+    rating = rate(**arguments).rating
     assert 0.0 <= rating < math.inf
     if sessions is not None:
-        assert spare_sessions(**{**arguments, "sessions": sessions + 1}) <= rating
-    capacity = capacity_sessions(**arguments)
+        assert rate(**{**arguments, "sessions": sessions + 1}).rating <= rating
+    capacity = rate(**arguments).capacity
     assert (capacity is None and rating == 0.0) or rating <= capacity
 
 
@@ -204,4 +203,4 @@ CAPACITIES = [
 
 @pytest.mark.parametrize(("arguments", "expected"), [row[1:] for row in CAPACITIES], ids=[row[0] for row in CAPACITIES])
 def test_capacity(arguments, expected):
-    assert capacity_sessions(**arguments) == expected
+    assert rate(**arguments).capacity == expected

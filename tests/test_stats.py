@@ -20,10 +20,10 @@ import time
 import psutil
 import pytest
 from ltsp_server_advertise import stats
-from ltsp_server_advertise.rating import spare_sessions
+from ltsp_server_advertise.rating import rate
 from lxml import etree
 
-from get_hosts import wire
+from ltsp_lbcore import wire
 
 SCHEMA = etree.RelaxNG(etree.parse(str(pathlib.Path(__file__).resolve().parent.parent / "docs" / "ltsp-server.rng")))
 LOGGER = "ltsp_server_advertise.stats"
@@ -530,14 +530,14 @@ def test_server_stats_rates_with_the_rating_function(proc, sessions_dir):
     metrics = stats.StatsCollector(sessions_dir=str(sessions_dir)).collect()
     budgets = dict(session_cpu_mhz=200, session_memory_bytes=256 * MIB)
     record = stats.server_stats(metrics, state="ready", weight=50, sample_age_ms=0, **budgets)
-    expected = spare_sessions(
+    expected = rate(
         state="ready",
         weight=50,
         **{key: metrics[key] for key in ("sessions", "cpu_count", "cpu_mhz", "load_1min")},
         mem_total_bytes=MEM_TOTAL_BYTES,
         mem_available_bytes=MEM_AVAILABLE_BYTES,
         **budgets,
-    )
+    ).rating
     assert record.rating == expected > 0
     assert stats.server_stats(metrics, state="drain", weight=50, sample_age_ms=0).rating == 0
 

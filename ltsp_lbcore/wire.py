@@ -17,6 +17,9 @@ from __future__ import annotations
 from collections import namedtuple
 from xml.parsers import expat
 
+from ltsp_lbcore.numbers import is_plain_decimal
+from ltsp_lbcore.states import ADMIN_STATES
+
 PROTOCOL_VERSION = 1
 ROOT_ELEMENT = "ltsp-server"
 # A real document is about 700 bytes; anything far larger is hostile.
@@ -30,7 +33,7 @@ MAX_TEXT_CHARS = 255
 # enough that arithmetic on it stays exact and finite.
 MAX_NUMBER = 2**63
 
-STATES = ("ready", "drain", "maint")
+STATES = ADMIN_STATES
 
 
 class ProtocolError(ValueError):
@@ -46,7 +49,7 @@ def _check_number_text(text):
     if text[0] == "-":
         raise ValueError(f"negative number {text!r}")
     # Only plain decimals: no exponent, nan, inf, underscores or spaces.
-    if not text.isascii() or not text.replace(".", "", 1).isdigit():
+    if not is_plain_decimal(text, max_digits=len(text)):
         raise ValueError(f"not a plain decimal number {text!r}")
 
 
@@ -119,7 +122,7 @@ _CODECS = {
 }
 
 # One row per element: (attribute, element, codec, required, meaning).
-# docs/PROTOCOL.md and schema/ltsp-server.rng describe the same table; a
+# docs/PROTOCOL.md and docs/ltsp-server.rng describe the same table; a
 # test checks they agree.
 FIELDS = (
     ("hostname", "hostname", "name", True, "the server's host name"),

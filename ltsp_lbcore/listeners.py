@@ -7,14 +7,14 @@ Rules:
   both families (two sockets). An IPv6 socket is IPV6_V6ONLY, so ``[::]:377``
   and ``0.0.0.0:377`` (the default pair) bind side by side on every kernel,
   whatever net.ipv6.bindv6only says.
-- Any failure to bind is an AdvertiseError naming the address and the reason,
+- Any failure to bind is an ServiceError naming the address and the reason,
   and sockets bound so far are closed. The one exception: an address of a
   family the kernel does not have (IPv6 disabled at boot) is skipped with a
   warning, as long as some address could be bound.
 - ``from_systemd`` implements sd_listen_fds(3) itself (no python-systemd):
   only when LISTEN_PID is this process, LISTEN_FDS sockets from fd 3; the
   variables are then removed so no child inherits them. Every passed fd must
-  be a listening TCP socket, else AdvertiseError.
+  be a listening TCP socket, else ServiceError.
 - ``notify`` implements sd_notify(3): one datagram to $NOTIFY_SOCKET, silently
   nothing when not run by systemd's Type=notify.
 """
@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 
-from .errors import AdvertiseError
+from ltsp_lbcore.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _resolve(host, port):
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise AdvertiseError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        raise ServiceError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     seen = []
     for family, _type, _proto, _name, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6) and (family, sockaddr) not in seen:
@@ -74,7 +74,7 @@ def _bind_one(family, sockaddr):
 
 
 def bind_all(addresses):
-    """Config addresses -> list of listening sockets. AdvertiseError if any fails."""
+    """Config addresses -> list of listening sockets. ServiceError if any fails."""
     sockets = []
     try:
         for host, port in addresses:
@@ -93,10 +93,10 @@ def bind_all(addresses):
                         if error.errno == errno.EACCES
                         else ""
                     )
-                    raise AdvertiseError(f"cannot listen on {shown}: {error.strerror}{hint}") from None
+                    raise ServiceError(f"cannot listen on {shown}: {error.strerror}{hint}") from None
         if not sockets:
-            raise AdvertiseError("no address to listen on could be bound")
-    except AdvertiseError:
+            raise ServiceError("no address to listen on could be bound")
+    except ServiceError:
         for sock in sockets:
             sock.close()
         raise
@@ -113,7 +113,7 @@ def from_systemd(environ=os.environ):
         # Meant for another process (we were started by the one it named).
         return []
     if not count_text.isdigit() or int(count_text) < 1:
-        raise AdvertiseError(f"LISTEN_FDS is not a positive count (got {count_text!r})")
+        raise ServiceError(f"LISTEN_FDS is not a positive count (got {count_text!r})")
     for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         environ.pop(name, None)
     sockets = []
@@ -121,10 +121,10 @@ def from_systemd(environ=os.environ):
         try:
             sock = socket.socket(fileno=fd)
         except OSError as error:
-            raise AdvertiseError(f"socket activation: fd {fd} is not a socket: {error.strerror}") from None
+            raise ServiceError(f"socket activation: fd {fd} is not a socket: {error.strerror}") from None
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
         if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6) or not listening:
-            raise AdvertiseError(f"socket activation: fd {fd} is not a listening TCP socket (use ListenStream=)")
+            raise ServiceError(f"socket activation: fd {fd} is not a listening TCP socket (use ListenStream=)")
         os.set_inheritable(fd, False)
         sock.setblocking(False)
         sockets.append(sock)

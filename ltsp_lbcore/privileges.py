@@ -7,9 +7,9 @@ Rules:
 - The order is the safe one: supplementary groups, then the group, then the
   user (after setuid we could no longer change groups). The user's primary
   group is kept; supplementary groups are dropped, not taken from
-  /etc/group: the daemon needs none of them.
+  /etc/group: the services need none of them.
 - Afterwards we check that root cannot be regained; if it can, that is an
-  AdvertiseError, never a daemon quietly running as root.
+  a ServiceError, never a daemon quietly running as root.
 - A user that does not exist is a ConfigError naming the USER key.
 """
 
@@ -20,8 +20,7 @@ import os
 import pwd
 import resource
 
-from .config import ConfigError
-from .errors import AdvertiseError
+from ltsp_lbcore.errors import ConfigError, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +46,13 @@ def drop_to(user_name, config_path=None):
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
     except OSError as error:
-        raise AdvertiseError(f"cannot become user {user_name!r}: {error.strerror}") from None
+        raise ServiceError(f"cannot become user {user_name!r}: {error.strerror}") from None
     try:
         os.setuid(0)
     except PermissionError:
         pass
     else:
-        raise AdvertiseError(f"dropped to {user_name!r} but could become root again: refusing to run")
+        raise ServiceError(f"dropped to {user_name!r} but could become root again: refusing to run")
     log.info("running as user %s (uid %d, gid %d)", user_name, entry.pw_uid, entry.pw_gid)
     return entry.pw_uid
 

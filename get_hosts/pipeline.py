@@ -1,0 +1,64 @@
+"""The decision of one login, without printing: settings and probe results in, the order out.
+
+get_hosts' CLI and ltsp-loadbalancer both decide through here, so a login
+gets the same answer from the same figures whichever of them decides:
+
+- ``select_algorithm(settings)``: the ordering function for the settings'
+  LB_ALGORITHM; an unknown name falls back to the default with a warning
+  (a login screen is never left without a host for a typo).
+- ``mac_hash_key(settings)``: the client key mac-hash hashes on.
+- ``decide(settings, algorithm, results, rng, client_key)``: the Choice
+  (order, verdicts, fallback) and the explanation lines ``--explain`` shows.
+
+No I/O here apart from ``mac_hash_key``, which asks this machine for its
+identity (only when the algorithm is mac-hash).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+from get_hosts import choose
+from get_hosts.errors import GetHostsError
+
+Decision = namedtuple("Decision", "choice explain")
+Decision.__doc__ = """choice: choose.Choice (order best first, verdicts, fallback). explain: lines, no prefix."""
+
+
+def select_algorithm(settings):
+    """(settings, ordering function, warnings): an unknown LB_ALGORITHM becomes the default, with a warning."""
+    try:
+        return settings, choose.get_algorithm(settings.algorithm), []
+    except GetHostsError as error:
+        from get_hosts.settings import DEFAULT_ALGORITHM
+
+        settings = settings._replace(algorithm=DEFAULT_ALGORITHM)
+        return settings, choose.get_algorithm(DEFAULT_ALGORITHM), [f"{error}; using {DEFAULT_ALGORITHM}"]
+
+
+def summary_line(settings):
+    return f"algorithm {settings.algorithm}, pool of {len(settings.servers)}, deadline {settings.timeout_ms} ms"
+
+
+def mac_hash_key(settings):
+    """(key, source, explain line): this client's MAC, else hostname, else IP."""
+    from get_hosts.identity import client_identity
+
+    identity = client_identity(settings.servers[0].host)
+    if identity.mac:
+        return identity.mac, "mac", f"mac-hash key: MAC {identity.mac} of {identity.interface}"
+    for source, value in (("hostname", identity.hostname), ("ip", identity.ip)):
+        if value:
+            return value, source, f"mac-hash key: no MAC found, hashing on the {source} {value}"
+    return "", None, "mac-hash key: no MAC, hostname or IP found; every such client gets the same order"
+
+
+def decide(settings, algorithm, results, rng, client_key=None):
+    """Probe results (pool order) -> Decision. A no-probe algorithm keeps the pool as configured."""
+    from get_hosts import report
+
+    choice = choose.choose(results, settings, algorithm, rng, client_key)
+    if settings.algorithm in choose.NO_PROBE:
+        # A table of a no-probe algorithm: show the probe, keep the pool as configured.
+        choice = choose.Choice(list(results), choice.verdicts, choice.fallback)
+    return Decision(choice, report.explain_lines(choice, settings.algorithm))

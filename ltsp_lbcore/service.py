@@ -1,0 +1,73 @@
+"""What every service of the project does the same way: logging and reloading.
+
+Rules:
+
+- Logs go to stderr through logging. Under systemd (JOURNAL_STREAM names our
+  stderr) each line starts with its syslog priority ``<N>`` and carries no
+  timestamp: journald adds its own and files the priority. Otherwise each
+  line is ``prog: LEVEL: message``.
+- A reload (SIGHUP) reads the config again; a config that cannot be used is
+  logged and the running one is kept. Keys that need a restart (the listening
+  addresses, the user) are reported when they changed, and the rest applies.
+
+Binding (systemd sockets too) is ``listeners``, the privilege drop
+``privileges``: together with this module they are the service plumbing that
+ltsp-server-advertise and ltsp-loadbalancer share.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from ltsp_lbcore.errors import ServiceError
+
+log = logging.getLogger(__name__)
+
+_SYSLOG_PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class _JournalFormatter(logging.Formatter):
+    """'<4>module: message': the prefix is the syslog priority journald reads."""
+
+    def format(self, record):
+        priority = _SYSLOG_PRIORITIES.get(record.levelno, 6)
+        return f"<{priority}>" + super().format(record).replace("\n", f"\n<{priority}>")
+
+
+def _stderr_is_journal(environ):
+    stream = environ.get("JOURNAL_STREAM", "")
+    try:
+        stat = os.fstat(2)
+    except OSError:
+        return False
+    return stream == f"{stat.st_dev}:{stat.st_ino}"
+
+
+def setup_logging(prog, debug, environ=os.environ):
+    handler = logging.StreamHandler(sys.stderr)
+    if _stderr_is_journal(environ):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(f"{prog}: %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def reload_config(load, running, restart_only=("listen", "user")):
+    """The config LOAD() gives now, or None (logged) when it cannot be used.
+
+    RUNNING is the config in force: keys of RESTART_ONLY that changed are
+    logged as taking effect at the next restart.
+    """
+    try:
+        new = load()
+    except ServiceError as error:
+        log.error("reload refused, keeping the running configuration: %s", error)
+        return None
+    for name in restart_only:
+        if getattr(new, name) != getattr(running, name):
+            log.warning("%s changed in %s: it takes effect at the next restart, not on reload", name.upper(), new.path)
+    return new

@@ -1,0 +1,114 @@
+"""The probe engine's state, apart from its I/O: the straggler rule and ProbeRound, by tables with a fake clock.
+
+Plus the one I/O rule that needs its own process: a pool larger than the
+open-file limit is probed in waves, and no live server is marked Down for it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fakeservers import document, send
+
+from get_hosts.probe import (
+    CONNECTING,
+    GRACE_MAX_MS,
+    READING,
+    ProbeRound,
+    grace_ms,
+    straggler_cutoff,
+)
+from get_hosts.settings import PoolEntry
+
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE = 10.0  # the fake clock's deadline, seconds
+
+
+@pytest.mark.parametrize(
+    ("last_answer", "slowest_ms", "quorum_time", "expected"),
+    [
+        # no answer yet: only the deadline
+        (None, None, None, DEADLINE),
+        (None, None, 1.0, DEADLINE),
+        # answers, but fewer than half settled: the longest grace after the latest answer
+        (1.0, 5.0, None, 1.0 + GRACE_MAX_MS / 1000),
+        (9.9, 5.0, None, DEADLINE),
+        # half settled: 4 x slowest, clamped to 75..300 ms, from the later of answer and quorum
+        (1.0, 5.0, 1.0, 1.075),
+        (1.0, 50.0, 1.0, 1.2),
+        (1.0, 1000.0, 1.0, 1.3),
+        (1.0, 5.0, 2.0, 2.075),
+        (3.0, 5.0, 2.0, 3.075),
+        (9.99, 50.0, 9.99, DEADLINE),
+    ],
+)
+def test_straggler_cutoff(last_answer, slowest_ms, quorum_time, expected):
+    assert straggler_cutoff(last_answer, slowest_ms, quorum_time, DEADLINE) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("slowest", "grace"), [(0, 75), (1, 75), (18.75, 75), (50, 200), (75, 300), (1e9, 300)])
+def test_grace_is_four_times_the_slowest_clamped(slowest, grace):
+    assert grace_ms(slowest) == grace
+
+
+def pool(n):
+    return [PoolEntry(f"h{i}", f"h{i}", 377) for i in range(n)]
+
+
+def test_a_round_follows_its_events_on_a_fake_clock():
+    round_ = ProbeRound(pool(4), start=100.0, timeout_ms=1000)
+    assert (round_.pending, round_.cutoff) == (4, 101.0)
+    round_.failed(3, "connect failed: Connection refused", now=100.001)
+    assert round_.cutoff == 101.0  # a refusal is no answer: still the deadline
+    round_.answered(0, "stats0", now=100.010)
+    # 2 of 4 settled: quorum at 100.010, grace 4 x 10 ms = 40 -> 75 ms
+    assert round_.quorum_time == 100.010
+    assert round_.cutoff == pytest.approx(100.085)
+    round_.answered(1, "stats1", now=100.030)
+    assert round_.cutoff == pytest.approx(100.030 + 0.120)  # 4 x 30 ms
+    assert round_.grace_in_force() == pytest.approx(120)
+    round_.give_up(2, READING, 12, now=100.150, grace=round_.grace_in_force())
+    results = round_.results
+    assert [r.stats for r in results] == ["stats0", "stats1", None, None]
+    assert results[0].response_ms == pytest.approx(10) and results[1].response_ms == pytest.approx(30)
+    assert results[2].error == (
+        "no answer within the straggler grace: gave up at 150 ms, 120 ms after the last answer, "
+        "while reading (12 bytes so far)"
+    )
+    assert round_.pending == 0
+
+
+def test_without_the_straggler_rule_a_slow_server_gets_the_whole_deadline():
+    round_ = ProbeRound(pool(3), start=0.0, timeout_ms=2000, straggler=False)
+    round_.answered(0, "a", now=0.001)
+    round_.answered(1, "b", now=0.002)
+    assert round_.cutoff == 2.0 and round_.grace_in_force() is None
+    round_.give_up(2, CONNECTING, 0, now=2.0, grace=round_.grace_in_force())
+    assert round_.results[2].error == "timed out after 2000 ms while connecting"
+
+
+def test_a_minority_answering_gets_the_longest_grace():
+    round_ = ProbeRound(pool(5), start=0.0, timeout_ms=5000)
+    round_.answered(0, "a", now=0.002)
+    assert round_.quorum_time is None
+    assert round_.cutoff == pytest.approx(0.002 + GRACE_MAX_MS / 1000)
+
+
+def test_a_pool_larger_than_the_open_file_limit_is_probed_in_waves(serve):
+    servers = [serve(send(document(hostname=f"s{i}")), host=f"127.0.5.{i + 1}") for i in range(60)]
+    pool_words = ", ".join(f"PoolEntry('{s.host}', '{s.host}', {s.port})" for s in servers)
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))\n"
+        "from get_hosts.probe import probe_pool\n"
+        "from get_hosts.settings import PoolEntry\n"
+        f"results = probe_pool([{pool_words}], 3000)\n"
+        "down = [r.error for r in results if r.stats is None]\n"
+        "print(len(results) - len(down), down[:3])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "60 []"
