@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import heapq
-import ipaddress
 import itertools
 import logging
 import selectors
@@ -42,6 +41,7 @@ import socket
 import time
 
 from ltsp_lbcore import listeners as listeners_module
+from ltsp_lbcore.allow import AllowList
 from ltsp_lbcore.service import reload_config
 
 log = logging.getLogger(__name__)
@@ -71,29 +71,6 @@ def _close(conn):
     with contextlib.suppress(OSError):
         conn.recv(DRAIN_BYTES, socket.MSG_DONTWAIT)
     conn.close()
-
-
-class AllowList:
-    """ALLOW as a membership test; the default (everyone) costs nothing per client."""
-
-    def __init__(self, networks):
-        self.networks = tuple(networks)
-        self.everyone_v4 = any(net.version == 4 and net.prefixlen == 0 for net in self.networks)
-        self.everyone_v6 = any(net.version == 6 and net.prefixlen == 0 for net in self.networks)
-
-    def allows(self, family, host):
-        if self.everyone_v4 and self.everyone_v6:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if address.version == 6 and address.ipv4_mapped is not None:
-            # A dual-stack socket (socket activation) shows IPv4 peers as ::ffff:a.b.c.d.
-            address = address.ipv4_mapped
-        if (address.version == 4 and self.everyone_v4) or (address.version == 6 and self.everyone_v6):
-            return True
-        return any(address in net for net in self.networks)
 
 
 class Server:
@@ -296,7 +273,7 @@ class Server:
             self._serve(conn, listener.family, peer, now)
 
     def _serve(self, conn, family, peer, now):
-        if not self._allow.allows(family, peer[0]):
+        if not self._allow.allows(peer[0]):
             self.refused += 1
             log.debug("refused %s: not in ALLOW", peer[0])
             conn.close()
