@@ -1,7 +1,14 @@
-"""Installs both sides of ltsp-loadbalance and their commands.
+"""Installs ltsp-loadbalance: the shared core, the three programs and their commands.
 
-The daemon's code lives in ltsp-server-advertise/ beside its unit file and
-default config (the layout of SPEC.md), so the package is mapped by hand.
+The daemon's and the balancer's code live in ltsp-server-advertise/ and
+ltsp-loadbalancer/ beside their unit files and default configs (the layout of
+SPEC.md), so those packages are mapped by hand.
+
+A plain ``pip install`` gives every command what it needs (the server
+libraries are requirements, not extras). netifaces stays optional: it is
+unmaintained, has no wheels for current Python, and get_hosts finds the MAC
+from /sys without it. The Debian packages split the same code so that the
+thin client needs python3 alone.
 """
 
 import re
@@ -20,18 +27,16 @@ setup(
     description="Spread LTSP thin-client logins across application servers",
     license="GPL-2.0-or-later",
     python_requires=">=3.9",
-    packages=["ltsp_lbcore", "get_hosts", "ltsp_server_advertise"],
-    package_dir={"ltsp_server_advertise": "ltsp-server-advertise"},
+    packages=["ltsp_lbcore", "get_hosts", "ltsp_server_advertise", "ltsp_loadbalancer"],
+    package_dir={"ltsp_server_advertise": "ltsp-server-advertise", "ltsp_loadbalancer": "ltsp-loadbalancer"},
     scripts=["ltsp-update-sshkeys"],
-    install_requires=[],
-    extras_require={
-        "server": ["psutil", "lxml"],
-        "client": ["netifaces"],
-    },
+    install_requires=["psutil", "lxml", "tornado", "prometheus_client"],
+    extras_require={"client": ["netifaces"]},
     entry_points={
         "console_scripts": [
             "get_hosts = get_hosts.cli:main",
             "ltsp-server-advertise = ltsp_server_advertise.cli:main",
+            "ltsp-loadbalancer = ltsp_loadbalancer.cli:main",
         ]
     },
 )

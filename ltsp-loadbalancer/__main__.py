@@ -1,0 +1,5 @@
+import sys
+
+from ltsp_loadbalancer.cli import main
+
+sys.exit(main())

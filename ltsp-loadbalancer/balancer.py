@@ -1,0 +1,130 @@
+"""The balancer's state and its answers, apart from HTTP: the pool, the polls, the counters.
+
+Rules:
+
+- ``Balancer`` owns the Pool (pool.py) for the running config, and answers
+  ``hosts(...)`` (one login) and ``pool_view(...)`` (the whole pool) from it.
+  HTTP (http.py) only moves requests and answers; polling (poller.py) only
+  feeds ``polled`` with results.
+- An answer names only servers of SERVERS, by the host the config names them
+  (never a port, as get_hosts prints them), best first, on one line; the
+  first counts as a login handed out. None usable: ``None`` and the reason
+  (HTTP 503), so get_hosts probes the pool itself.
+- ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
+  SERVERS keep their latest document and pending logins; new ones are Down
+  until the next poll, which is started at once.
+- Counters (for /metrics): answers by result, logins handed out per server,
+  poll errors per server. No user names anywhere: requests carry none.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from get_hosts.settings import PoolEntry
+from ltsp_lbcore.states import DOWN
+
+from .pool import Limits, Pool
+
+OK, NO_SERVER, UNKNOWN_SERVERS = "ok", "no_usable_server", "unknown_servers"
+
+
+def limits_of(config):
+    return Limits(config.max_response_ms, config.max_load, config.skip_swapping == "true")
+
+
+class Balancer:
+    def __init__(self, config, rng=None):
+        self.rng = rng or random.Random()
+        self.config = config
+        self.pool = self._new_pool(config)
+        self.answers = Counter()  # result -> count
+        self.handed_out = Counter()  # host -> logins handed out since start
+        self.poll_errors = Counter()  # host -> polls that found it Down
+        self.polls = 0
+
+    def _new_pool(self, config):
+        entries = [PoolEntry(host, host, port) for host, port in config.servers]
+        return Pool(entries, self.rng, limits_of(config), config.login_window_seconds)
+
+    @property
+    def entries(self):
+        return [server.entry for server in self.pool.servers]
+
+    def reconfigure(self, config, now):
+        old = {(s.entry.host, s.entry.port): s for s in self.pool.servers}
+        self.config = config
+        self.pool = self._new_pool(config)
+        for server in self.pool.servers:
+            previous = old.get((server.entry.host, server.entry.port))
+            if previous is not None:
+                server.result, server.taken_at = previous.result, previous.taken_at
+                server.pending, server.handed_out = previous.pending, previous.handed_out
+        self.pool.rerank(now)
+
+    def polled(self, entries, results, now):
+        """A poll of ENTRIES finished; results of a pool replaced meanwhile (SIGHUP) are dropped."""
+        if list(entries) != self.entries:
+            return
+        self.polls += 1
+        for result in results:
+            if result.stats is None:
+                self.poll_errors[result.entry.host] += 1
+        self.pool.update(results, now)
+
+    def hosts(self, words, now):
+        """One login: (line of hosts, None) or (None, reason). WORDS: the servers a request names, or None."""
+        among = None
+        if words is not None:
+            among = self.pool.known(words)
+            if not among:
+                self.answers[UNKNOWN_SERVERS] += 1
+                return None, "none of the servers named in the request is in this balancer's SERVERS"
+        order = self.pool.choose(now, among)
+        if not order:
+            self.answers[NO_SERVER] += 1
+            if self.pool.polled_at is None:
+                return None, "no poll has finished yet"
+            return None, self.pool.down_reason()
+        self.answers[OK] += 1
+        servers = self.pool.servers
+        self.handed_out[servers[order[0]].entry.host] += 1
+        return " ".join(servers[index].entry.host for index in order), None
+
+    def pool_view(self, now):
+        """The whole pool as /v1/pool's JSON document (a dict)."""
+        rows = []
+        for server in self.pool.servers:
+            stats, verdict = server.stats, server.verdict
+            rows.append(
+                {
+                    "host": server.entry.host,
+                    "port": server.entry.port,
+                    "state": verdict.label if verdict is not None else DOWN,
+                    "usable": verdict is not None and verdict.tier is not None,
+                    "sessions": None if stats is None else stats.sessions,
+                    "capacity": None if stats is None else stats.capacity,
+                    "rating": None if stats is None else stats.rating,
+                    "pending": len(server.pending),
+                    "handed_out_5min": sum(1 for t in server.handed_out if t >= now - 300),
+                    "sample_age_ms": None if server.taken_at is None else round((now - server.taken_at) * 1000),
+                    "response_ms": None if server.result is None else server.result.response_ms,
+                    "reason": self._reason(server),
+                    "stats": None if stats is None else stats._asdict(),
+                }
+            )
+        polled_at = self.pool.polled_at
+        return {
+            "servers": rows,
+            "poll_seconds": self.config.poll_seconds,
+            "last_poll_age_ms": None if polled_at is None else round((now - polled_at) * 1000),
+            "polls": self.polls,
+        }
+
+    @staticmethod
+    def _reason(server):
+        if server.result is None:
+            return "not polled yet"
+        verdict = server.verdict
+        return None if verdict is None else verdict.reason

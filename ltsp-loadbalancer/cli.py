@@ -1,0 +1,154 @@
+"""The ltsp-loadbalancer command: arguments, startup order, signals, exit codes.
+
+Rules:
+
+- Startup order, as the daemon's: read the config (a bad one fails here,
+  with one line naming file, line, key and value), get the sockets (from
+  systemd, or bind them while still root), drop to USER, then serve and poll.
+  Every module is imported before the drop: a Python installed under /root
+  is not readable by nobody.
+- SIGHUP reloads the config file (``--servers`` still overrides SERVERS):
+  a bad file is logged and the running config kept; a good one applies at
+  once (SERVERS, ALLOW, POLL_SECONDS, limits...) and starts a poll; LISTEN
+  and USER need a restart. SIGTERM and SIGINT stop it (exit 0).
+- Exit codes: 0 stopped; 2 config error; 1 any other ServiceError (cannot
+  bind). One ``ltsp-loadbalancer: error: ...`` line; tracebacks with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures.thread  # noqa: F401 (run_in_executor imports it late: after the drop it may be unreadable)
+import logging
+import signal
+import sys
+import traceback
+from time import monotonic
+
+from ltsp_lbcore import __version__, listeners, privileges
+from ltsp_lbcore.allow import AllowList
+from ltsp_lbcore.errors import ConfigError, ServiceError
+from ltsp_lbcore.service import reload_config, setup_logging
+
+from . import config
+from .balancer import Balancer
+from .http import make_application, make_server
+from .poller import Poller
+from .web import extra_routes
+
+PROG = "ltsp-loadbalancer"
+log = logging.getLogger(__name__)
+
+# Descriptors besides the clients: listening sockets, one poll's sockets, logging.
+SPARE_FILE_DESCRIPTORS = 64
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="The central balancer of LTSP load balancing: polls every application server's\n"
+        "ltsp-server-advertise and answers each login with one HTTP request (GET /v1/hosts),\n"
+        "counting the logins it hands out. get_hosts asks it first (LB_BALANCER).",
+        epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + config.SCHEMA.render_key_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="address to listen on: host:port, [v6addr]:port or :port; repeat for more. Overrides LISTEN.",
+    )
+    parser.add_argument(
+        "--config",
+        default=config.DEFAULT_CONFIG_PATH,
+        metavar="FILE",
+        help=f"config file (default {config.DEFAULT_CONFIG_PATH}; a missing file means the defaults)",
+    )
+    parser.add_argument("--servers", metavar='"H1 H2:377 ..."', help="the application servers; overrides SERVERS")
+    parser.add_argument("--debug", action="store_true", help="log debug messages; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    return parser
+
+
+def load_config(args):
+    """The config file with --listen and --servers applied over it. ConfigError when one is bad."""
+    loaded = config.SCHEMA.load(args.config)
+    if args.listen:
+        loaded = config.SCHEMA.override(loaded, "LISTEN", " ".join(args.listen), "--listen")
+    if args.servers is not None:
+        loaded = config.SCHEMA.override(loaded, "SERVERS", args.servers, "--servers")
+    return loaded
+
+
+def _describe(settings):
+    return (
+        f"{len(settings.servers)} servers, POLL_SECONDS={settings.poll_seconds:g}, "
+        f"LOGIN_WINDOW_SECONDS={settings.login_window_seconds:g}"
+    )
+
+
+async def serve(args, balancer, sockets):
+    settings = balancer.config
+    poller = Poller(balancer)
+    routes, log_function = extra_routes(balancer, poller)
+    server = make_server(make_application(balancer, routes, log_function), settings, AllowList(settings.allow))
+    server.add_sockets(sockets)
+    for sock in sockets:
+        log.info("listening on %s", listeners.describe(sock))
+    if not settings.servers:
+        log.warning("SERVERS is empty: every login is answered 503 (set SERVERS in %s)", settings.path)
+    log.info("balancing %s", _describe(settings))
+
+    stopped = asyncio.Event()
+
+    def reload():
+        new = reload_config(lambda: load_config(args), balancer.config)
+        if new is None:
+            return
+        balancer.reconfigure(new, monotonic())
+        server.allow = AllowList(new.allow)
+        server.max_clients = new.max_clients
+        poller.poll_now()
+        log.info("reloaded %s: %s", new.path, _describe(new))
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    polling = asyncio.ensure_future(poller.run())
+    listeners.notify("READY=1")
+    await stopped.wait()
+    listeners.notify("STOPPING=1")
+    polling.cancel()
+    server.stop()
+    return 0
+
+
+def run(args):
+    settings = load_config(args)
+    sockets = listeners.from_systemd()
+    if sockets:
+        log.info("socket activation: %d listening socket(s) from systemd; LISTEN is not used", len(sockets))
+    else:
+        sockets = listeners.bind_all(settings.listen)
+    balancer = Balancer(settings)
+    privileges.drop_to(settings.user, settings.path)
+    privileges.ensure_open_files(settings.max_clients + len(settings.servers) + SPARE_FILE_DESCRIPTORS)
+    return asyncio.run(serve(args, balancer, sockets))
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    setup_logging(PROG, args.debug)
+    try:
+        return run(args)
+    except ServiceError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

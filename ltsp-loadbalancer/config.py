@@ -1,0 +1,168 @@
+"""The balancer's configuration: its key table (ltsp_lbcore.schema reads, layers and renders it).
+
+``SCHEMA`` is the only place a key of /etc/ltsp/ltsp-loadbalancer.conf
+exists: defaults, validation, the shipped default file, --help and the man
+page come from it.
+
+Running this module prints the default file: ``python -m
+ltsp_loadbalancer.config > ltsp-loadbalancer/ltsp-loadbalancer.conf``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ltsp_lbcore.hostport import format_host_port, host_key, parse_host_port
+from ltsp_lbcore.numbers import is_plain_decimal
+from ltsp_lbcore.ports import ADVERTISE_PORT, BALANCER_PORT
+from ltsp_lbcore.schema import Key, Schema, choice, listen_addresses, networks, seconds, user_name, whole_number
+
+DEFAULT_CONFIG_PATH = "/etc/ltsp/ltsp-loadbalancer.conf"
+
+
+def servers(text):
+    """SERVERS: space-separated host, host:port or [v6]:port -> tuple of (host, port); port 377 by default."""
+    found, seen = [], {}
+    for word in text.split():
+        try:
+            host, port = parse_host_port(word, ADVERTISE_PORT)
+        except ValueError as error:
+            raise ValueError(f"expected host, host:port or [v6addr]:port: {word!r}: {error}") from None
+        key = (host_key(host), port)
+        if key in seen:
+            raise ValueError(f"{word!r} is the same server as {seen[key]!r}")
+        seen[key] = word
+        found.append((host, port))
+    return tuple(found)
+
+
+def optional_load(text):
+    if text.lower() == "none":
+        return None
+    if not is_plain_decimal(text):
+        raise ValueError("expected none or a load average per CPU such as 1.5")
+    return float(text)
+
+
+def optional_milliseconds(text):
+    if text.lower() == "none":
+        return None
+    return whole_number(1, 3_600_000)(text)
+
+
+def format_servers(entries):
+    return " ".join(format_host_port(host, port) for host, port in entries)
+
+
+_HEADER = """\
+# ltsp-loadbalancer configuration.
+#
+# KEY = VALUE lines, as in lts.conf; # starts a comment. Every key is shown
+# below, commented out, at its default. After a change:
+#     systemctl reload ltsp-loadbalancer    (or send SIGHUP)
+# A file with an error on reload is refused and the running settings stay;
+# the log says which line.
+#
+# This file is generated from the schema in config.py:
+#     python3 -m ltsp_loadbalancer.config
+"""
+
+_KEYS = (
+    Key(
+        "SERVERS",
+        "",
+        servers,
+        "The application servers, space separated: host, host:port or [IPv6-address]:port (port "
+        f"{ADVERTISE_PORT}, ltsp-server-advertise, by default). They are the only hosts the balancer ever "
+        "polls or names in an answer: a request that names other hosts never makes it connect anywhere. "
+        "Use the names the thin clients' LB_SERVERS use. Empty: every login is answered 503 and the "
+        "thin clients probe the pool themselves. --servers on the command line overrides this.",
+    ),
+    Key(
+        "POLL_SECONDS",
+        "2",
+        seconds(0.2, 600),
+        "How often every server is polled, in seconds. Logins handed out between two polls are "
+        "counted by the balancer itself (LOGIN_WINDOW_SECONDS), so a longer interval costs "
+        "accuracy only when logins end or start elsewhere.",
+    ),
+    Key(
+        "POLL_TIMEOUT_MS",
+        "1000",
+        whole_number(50, 60_000),
+        "How long one poll waits for a server's document, in milliseconds; a server that has not "
+        "answered by then is Down until the next poll. Keep it below POLL_SECONDS.",
+    ),
+    Key(
+        "LOGIN_WINDOW_SECONDS",
+        "30",
+        seconds(1, 3600),
+        "A login handed out counts on its server until the server's own figures show it (its "
+        "sessions grew in a sample taken after the hand-out) or this many seconds pass (the client "
+        "never logged in).",
+    ),
+    Key(
+        "SKIP_SWAPPING",
+        "true",
+        choice("true", "false"),
+        "Skip servers that are actively swapping, as get_hosts' LB_SKIP_SWAPPING.",
+    ),
+    Key(
+        "MAX_LOAD",
+        "none",
+        optional_load,
+        "Skip servers whose load average per CPU is above this (a decimal such as 1.5), as LB_MAX_LOAD.",
+    ),
+    Key(
+        "MAX_RESPONSE_MS",
+        "none",
+        optional_milliseconds,
+        "Skip servers whose poll took longer than this many milliseconds, as LB_MAX_RESPONSE_MS.",
+    ),
+    Key(
+        "ALLOW",
+        "0.0.0.0/0 ::/0",
+        networks,
+        "Client networks that may ask, separated by spaces (CIDR, e.g. 192.168.67.0/24 fd00::/8). "
+        "Other clients have the connection closed before anything is read. The default lets "
+        "everyone ask.",
+    ),
+    Key(
+        "LISTEN",
+        f"[::]:{BALANCER_PORT} 0.0.0.0:{BALANCER_PORT}",
+        listen_addresses,
+        "Addresses to listen on, separated by spaces: host:port, [v6addr]:port, or :port for every "
+        "address. --listen on the command line overrides this. A change needs a restart.",
+    ),
+    Key(
+        "USER",
+        "nobody",
+        user_name,
+        "When started as root: the user to become once the sockets are bound. The systemd unit "
+        "does not start as root (DynamicUser) and ignores it.",
+    ),
+    Key(
+        "MAX_CLIENTS",
+        "1024",
+        whole_number(1, 65536),
+        "How many client connections are open at once at most; more are closed at once.",
+    ),
+    Key(
+        "CLIENT_TIMEOUT_SECONDS",
+        "5",
+        seconds(0.1, 300),
+        "A client that has not sent its whole request this many seconds after connecting is disconnected.",
+    ),
+    Key(
+        "MAX_REQUEST_BYTES",
+        "65536",
+        whole_number(1024, 16 * 1024 * 1024),
+        "The largest request body (a POST /v1/hosts naming a long pool), in bytes; headers are limited to 8 KiB.",
+    ),
+)
+
+SCHEMA = Schema(_KEYS, _HEADER, logging.getLogger(__name__))
+
+
+if __name__ == "__main__":
+    print(SCHEMA.render_default_file(), end="")
