@@ -43,6 +43,7 @@ class Balancer:
         self.handed_out = Counter()  # host -> logins handed out since start
         self.poll_errors = Counter()  # host -> polls that found it Down
         self.polls = 0
+        self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
     def _new_pool(self, config):
         entries = [PoolEntry(host, host, port) for host, port in config.servers]
@@ -72,6 +73,8 @@ class Balancer:
             if result.stats is None:
                 self.poll_errors[result.entry.host] += 1
         self.pool.update(results, now)
+        for callback in self.on_poll:
+            callback(self, now)
 
     def hosts(self, words, now):
         """One login: (line of hosts, None) or (None, reason). WORDS: the servers a request names, or None."""

@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from time import monotonic
 
@@ -46,7 +47,5 @@ class Poller:
                     log.debug("poll: %d of %d servers down", down, len(entries))
             self.round_seconds = monotonic() - started
             wait = max(0.0, config.poll_seconds - self.round_seconds)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
