@@ -232,6 +232,9 @@ ALGORITHMS = {
     "weighted": order_weighted,
     "mac-hash": order_mac_hash,
     "fixed": order_fixed,
+    # Asking ltsp-loadbalancer (get_hosts.balancer_client); this is what
+    # get_hosts does itself when no balancer answers: the default.
+    "loadbalancer": order_two_choice,
 }
 NO_PROBE = frozenset({"fixed"})
 

@@ -131,12 +131,28 @@ def _run(options, settings):
     import random
     from time import monotonic
 
-    from get_hosts.probe import probe_pool
-
     started = monotonic()
-    results = probe_pool(settings.servers, settings.timeout_ms)
+    results = None
+    if settings.balancers:
+        from get_hosts import balancer_client
+
+        if wants_table:
+            results, lines = balancer_client.ask_for_pool(settings)
+            explain.extend(lines)
+        else:
+            names, lines = balancer_client.ask_for_hosts(settings)
+            explain.extend(lines)
+            if names:
+                _emit(options, explain, names[0] if options.first else " ".join(names))
+                return 0
+        if results is None:
+            explain.append("no balancer answered: probing the pool itself")
+    if results is None:
+        from get_hosts.probe import probe_pool
+
+        results = probe_pool(settings.servers, settings.timeout_ms)
+        explain.append(f"probed {len(results)} servers in {(monotonic() - started) * 1000.0:.0f} ms")
     probe_ms = (monotonic() - started) * 1000.0
-    explain.append(f"probed {len(results)} servers in {probe_ms:.0f} ms")
     decision = pipeline.decide(settings, algorithm, results, random.Random(), client_key)
     explain.extend(decision.explain)
     if decision.choice.fallback:

@@ -43,8 +43,9 @@ PoolEntry = namedtuple("PoolEntry", "name host port")
 
 Settings = namedtuple(
     "Settings",
-    "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings identity",
-    defaults=(None,),
+    "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings "
+    "identity balancers balancer_text balancer_timeout_ms",
+    defaults=(None, (), None, 300),
 )
 
 # default_text: how the documentation shows the default.
@@ -138,7 +139,8 @@ VARIABLES = (
         DEFAULT_ALGORITHM,
         to_algorithm,
         "How usable servers are ordered: two-choice (the default: spreads a login storm evenly), random, "
-        "best-rated, weighted, mac-hash or fixed (no probing).",
+        "best-rated, weighted, mac-hash, fixed (no probing) or loadbalancer (ask ltsp-loadbalancer, see "
+        "LB_BALANCER; two-choice when it does not answer).",
     ),
     Variable("LB_PORT", "port", DEFAULT_PORT, str(DEFAULT_PORT), to_port, "Port of ltsp-server-advertise."),
     Variable(
@@ -172,6 +174,25 @@ VARIABLES = (
         "true",
         to_boolean,
         "Skip servers that are actively swapping (true/false, yes/no, y/n, 1/0, any case).",
+    ),
+    Variable(
+        "LB_BALANCER",
+        "balancer_text",
+        None,
+        "none",
+        to_text,
+        "ltsp-loadbalancer(s) to ask first, space separated: host or host:port (port 8377). All are asked "
+        "at once and the first good answer is printed; when none answers within LB_BALANCER_TIMEOUT, "
+        "get_hosts probes the pool itself. LB_ALGORITHM=loadbalancer without LB_BALANCER asks $SERVER:8377.",
+    ),
+    Variable(
+        "LB_BALANCER_TIMEOUT",
+        "balancer_timeout_ms",
+        300,
+        "300",
+        to_milliseconds,
+        "How long to wait for a balancer before probing the pool itself, in milliseconds: a login "
+        "waits at most LB_BALANCER_TIMEOUT + LB_TIMEOUT.",
     ),
 )
 
@@ -315,11 +336,32 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
         if server:
             raise GetHostsError(f"no server pool: SERVER in {server_source} is not a host ({server!r})")
         raise GetHostsError("no server pool: LB_SERVERS and SERVER are both unset")
+    balancers = _balancers(values, server, warnings)
     return Settings(
         servers=servers,
         server=server,
         lts_conf=conf_path,
         warnings=warnings,
         identity=identity,
+        balancers=balancers,
         **values,
     )
+
+
+def _balancers(values, server, warnings):
+    """LB_BALANCER as (host, port) pairs; LB_ALGORITHM=loadbalancer alone asks SERVER:8377."""
+    from ltsp_lbcore.hostport import parse_host_port
+    from ltsp_lbcore.ports import BALANCER_PORT
+
+    text = values["balancer_text"]
+    if text is None and values["algorithm"] == "loadbalancer":
+        text = server
+        if not text:
+            warnings.append("LB_ALGORITHM is loadbalancer but neither LB_BALANCER nor SERVER names one")
+    found = []
+    for word in (text or "").split():
+        try:
+            found.append(tuple(parse_host_port(word, BALANCER_PORT)))
+        except ValueError as problem:
+            warnings.append(f"LB_BALANCER: skipping {word!r}: {problem}")
+    return tuple(found)

@@ -319,3 +319,40 @@ def decode(data):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"expected bytes, got {type(data).__name__}")
     return Decoder().feed(data).close()
+
+
+# --- the same record as JSON (ltsp-loadbalancer's /v1/pool) -------------------------
+
+
+def stats_from_json(record):
+    """ServerStats from a /v1/pool row's "stats" object (a dict), checked as strictly as a document.
+
+    Each value goes through the element's own codec as the text a document
+    would carry, so the balancer's JSON can claim nothing the daemon's XML
+    could not. Raises ProtocolError for anything else.
+    """
+    if not isinstance(record, dict):
+        raise ProtocolError("stats is not an object")
+    values = {}
+    for attribute, element, codec, required, _meaning in FIELDS:
+        value = record.get(attribute)
+        if value is None:
+            if required:
+                raise ProtocolError(f"missing required element <{element}>")
+            continue
+        if isinstance(value, bool):
+            text = _bool_to_text(value) if codec == "bool" else "?"
+        elif (codec == "int" and isinstance(value, int)) or (codec == "float" and isinstance(value, (int, float))):
+            try:
+                text = _CODECS[codec][1](value)  # as the daemon's encoder writes it
+            except (ValueError, OverflowError):
+                text = "?"
+        elif isinstance(value, str) and codec in ("name", "state"):
+            text = value
+        else:
+            raise ProtocolError(f"<{element}> has the wrong type: {type(value).__name__}")
+        try:
+            values[attribute] = _CODECS[codec][0](text)
+        except ValueError as error:
+            raise ProtocolError(f"bad <{element}>: {error}") from None
+    return ServerStats(**values)

@@ -395,6 +395,8 @@ def test_table_names_every_variable_of_the_spec():
         "LB_MAX_RESPONSE_MS",
         "LB_MAX_LOAD",
         "LB_SKIP_SWAPPING",
+        "LB_BALANCER",
+        "LB_BALANCER_TIMEOUT",
     ]
     assert {v.field for v in VARIABLES} <= set(Settings._fields)
 
