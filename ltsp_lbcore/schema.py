@@ -237,7 +237,9 @@ class Schema:
         parts = [self.header]
         for key in self.keys:
             help_lines = textwrap.wrap(key.help, width=76)
-            parts.append("\n" + "".join(f"# {line}\n" for line in help_lines) + f"#{key.name} = {key.default}\n")
+            parts.append(
+                "\n" + "".join(f"# {line}\n" for line in help_lines) + f"#{key.name} = {key.default}".rstrip() + "\n"
+            )
         return "".join(parts)
 
     def render_key_list(self, width=78):

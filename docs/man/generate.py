@@ -1,7 +1,8 @@
 """Fill the generated parts of the man pages from the tables they document.
 
-get_hosts.8 lists every LB_* variable from get_hosts.settings.VARIABLES and
-ltsp-server-advertise.conf.5 every key from ltsp_server_advertise.config.SCHEMA,
+get_hosts.8 lists every LB_* variable from get_hosts.settings.VARIABLES,
+ltsp-server-advertise.conf.5 every key from ltsp_server_advertise.config.SCHEMA
+and ltsp-loadbalancer.8 every key from ltsp_loadbalancer.config.SCHEMA,
 between the lines ``.\\" BEGIN GENERATED <name>`` and ``.\\" END GENERATED``.
 The rest of each page is written by hand. tests/test_packaging.py checks that
 the shipped pages are what this renders, so they cannot drift from the code.
@@ -59,12 +60,10 @@ INSTALLED_DOCS = {
 }
 
 
-def config_keys():
-    """The keys of ltsp-server-advertise.conf.5, one .TP paragraph each."""
-    from ltsp_server_advertise.config import SCHEMA
-
+def config_keys(schema):
+    """The keys of a service's config SCHEMA, one .TP paragraph each."""
     parts = []
-    for key in SCHEMA:
+    for key in schema:
         help_text = key.help
         for source, installed in INSTALLED_DOCS.items():
             help_text = help_text.replace(source, installed)
@@ -74,10 +73,23 @@ def config_keys():
     return "".join(parts)
 
 
+def daemon_keys():
+    from ltsp_server_advertise.config import SCHEMA
+
+    return config_keys(SCHEMA)
+
+
+def balancer_keys():
+    from ltsp_loadbalancer.config import SCHEMA
+
+    return config_keys(SCHEMA)
+
+
 # page file name -> {generated part name: renderer}
 PAGES = {
     "get_hosts.8": {"LB-VARIABLES": lb_variables},
-    "ltsp-server-advertise.conf.5": {"CONFIG-KEYS": config_keys},
+    "ltsp-server-advertise.conf.5": {"CONFIG-KEYS": daemon_keys},
+    "ltsp-loadbalancer.8": {"CONFIG-KEYS": balancer_keys},
 }
 
 
