@@ -89,7 +89,7 @@ class Balancer:
             self.answers[NO_SERVER] += 1
             if self.pool.polled_at is None:
                 return None, "no poll has finished yet"
-            return None, self.pool.down_reason()
+            return None, self.pool.down_reason(among)
         self.answers[OK] += 1
         servers = self.pool.servers
         self.handed_out[servers[order[0]].entry.host] += 1

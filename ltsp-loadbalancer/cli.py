@@ -29,7 +29,7 @@ from time import monotonic
 from ltsp_lbcore import __version__, listeners, privileges
 from ltsp_lbcore.allow import AllowList
 from ltsp_lbcore.errors import ConfigError, ServiceError
-from ltsp_lbcore.service import reload_config, setup_logging
+from ltsp_lbcore.service import check_config_readable, reload_config, setup_logging
 
 from . import config
 from .balancer import Balancer
@@ -134,6 +134,7 @@ def run(args):
         sockets = listeners.bind_all(settings.listen)
     balancer = Balancer(settings)
     privileges.drop_to(settings.user, settings.path)
+    check_config_readable(settings.path)
     privileges.ensure_open_files(settings.max_clients + len(settings.servers) + SPARE_FILE_DESCRIPTORS)
     return asyncio.run(serve(args, balancer, sockets))
 

@@ -243,10 +243,10 @@ class Pool:
     def usable(self):
         return sum(len(tier) for tier in self._ranked.values())
 
-    def down_reason(self):
-        """Why no server is usable, in get_hosts' words (counts per label)."""
+    def down_reason(self, among=None):
+        """Why no server (of AMONG, or of the pool) is usable, in get_hosts' words (counts per label)."""
         counts = {}
-        for server in self.servers:
+        for server in self.servers if among is None else [self.servers[index] for index in among]:
             label = server.verdict.label if server.verdict is not None else DOWN
             counts[label] = counts.get(label, 0) + 1
         summary = ", ".join(f"{n} {label}" for label, n in counts.items())

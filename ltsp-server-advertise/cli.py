@@ -24,7 +24,7 @@ import traceback
 
 from ltsp_lbcore import __version__, listeners, privileges
 from ltsp_lbcore.errors import ConfigError, ServiceError
-from ltsp_lbcore.service import setup_logging
+from ltsp_lbcore.service import check_config_readable, setup_logging
 
 from . import config
 from .advertisement import Advertisement
@@ -99,6 +99,7 @@ def serve(args):
     # under /root is not, for nobody); the sample served is taken after it.
     advertisement.refresh_now()
     privileges.drop_to(settings.user, settings.path)
+    check_config_readable(settings.path)
     privileges.ensure_open_files(settings.max_clients + len(sockets) + SPARE_FILE_DESCRIPTORS)
     advertisement.refresh_now()
     server = Server(sockets, settings, advertisement, reload_config=lambda: load_config(args))

@@ -71,3 +71,30 @@ def reload_config(load, running, restart_only=("listen", "user")):
         if getattr(new, name) != getattr(running, name):
             log.warning("%s changed in %s: it takes effect at the next restart, not on reload", name.upper(), new.path)
     return new
+
+
+def check_config_readable(path):
+    """Warn at start when the config file cannot be read by the user we run as (after the privilege drop).
+
+    Otherwise the first reload (SIGHUP) would be the first to find out, when
+    the admin expects a drain to take effect.
+    """
+    if path is None or not os.path.lexists(path):
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        import pwd
+
+        try:
+            user = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            user = f"uid {os.geteuid()}"
+        log.warning(
+            "%s cannot be read by user %s (%s): every reload (SIGHUP) will fail; "
+            "make it readable by that user (e.g. chmod 644, and its directories searchable)",
+            path,
+            user,
+            error.strerror,
+        )

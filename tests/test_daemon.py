@@ -21,13 +21,11 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from logged import LoggedProcess
 from ltsp_server_advertise import config as daemon_config
 from ltsp_server_advertise import server as server_module
 from lxml import etree
@@ -37,15 +35,6 @@ from ltsp_lbcore import wire
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = etree.RelaxNG(etree.parse(str(ROOT / "docs" / "ltsp-server.rng")))
-LISTENING = re.compile(r"listening on (\S+):(\d+)$")
-
-
-@pytest.fixture
-def conf_dir():
-    path = Path(tempfile.mkdtemp(prefix="advertise-test-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def write_conf(conf_dir, text):
@@ -53,57 +42,6 @@ def write_conf(conf_dir, text):
     path.write_text(text, encoding="utf-8")
     path.chmod(0o644)
     return path
-
-
-class Daemon(LoggedProcess):
-    """ltsp-server-advertise in a subprocess; its stderr is collected line by line."""
-
-    def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, pass_fds=()):
-        args = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf_path)]
-        args += [arg for address in listen for arg in ("--listen", address)]
-        args += list(extra_args)
-        super().__init__(command or args, "the daemon's log", pass_fds=pass_fds)
-        self.addresses = []
-
-    def start(self, sockets=1):
-        for line in self.wait_for(r"listening on ", count=sockets):
-            host, port = LISTENING.search(line).groups()
-            self.addresses.append((host.strip("[]"), int(port)))
-        return self
-
-    @property
-    def address(self):
-        return self.addresses[0]
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
-
-    def cpu_seconds(self):
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@pytest.fixture
-def daemons():
-    started = []
-
-    def start(*args, sockets=1, **kwargs):
-        daemon = Daemon(*args, **kwargs)
-        started.append(daemon)
-        return daemon.start(sockets)
-
-    yield start
-    for daemon in started:
-        if daemon.proc.poll() is None:
-            daemon.proc.kill()
-            daemon.proc.wait()
 
 
 def read_to_eof(sock, timeout):

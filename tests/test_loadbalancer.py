@@ -1,0 +1,274 @@
+"""ltsp-loadbalancer as a real process polling real daemons on loopback, and get_hosts asking it.
+
+Daemons: ltsp-server-advertise on 127.0.9.x (one drained, one WEIGHT 200, one
+address where nothing listens). The balancer on 127.0.0.1, port 0. Every
+exchange is over real sockets; nothing is patched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from services import Balancer, Daemon
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o644)
+    return path
+
+
+@pytest.fixture
+def procs():
+    started = []
+
+    def track(proc):
+        started.append(proc)
+        return proc
+
+    yield track
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
+@pytest.fixture
+def site(conf_dir, procs):
+    """Three live daemons (app1 ready, app2 drained, app3 WEIGHT 200) and app4 where nothing listens."""
+    tmp_path = conf_dir
+    confs = {
+        "127.0.9.1": "STATE = ready\n",
+        "127.0.9.2": "STATE = drain\n",
+        "127.0.9.3": "WEIGHT = 200\n",
+    }
+    daemons = {}
+    for host, text in confs.items():
+        conf = write(tmp_path / f"{host}.conf", text)
+        daemons[host] = procs(Daemon(conf, listen=(f"{host}:3377",)).start())
+    servers = " ".join(f"127.0.9.{i}:3377" for i in (1, 2, 3, 4))
+    conf = write(tmp_path / "balancer.conf", "POLL_SECONDS = 0.3\nPOLL_TIMEOUT_MS = 500\n")
+    balancer = procs(Balancer(conf, servers=servers).start())
+    balancer.wait_polls(1)
+    return balancer, daemons, tmp_path
+
+
+def test_every_login_gets_one_line_of_usable_servers_only(site):
+    balancer, _daemons, _tmp = site
+    firsts = Counter()
+    for _ in range(30):
+        status, body = balancer.request("GET", "/v1/hosts")
+        assert status == 200 and body.endswith("\n") and body.count("\n") == 1
+        hosts = body.split()
+        assert sorted(hosts) == ["127.0.9.1", "127.0.9.3"]  # drained and down never named
+        firsts[hosts[0]] += 1
+    # The one twice the size gets at least its share (on a loaded test machine
+    # app1 may even be full: the real load average counts).
+    assert firsts["127.0.9.3"] >= 15, firsts
+
+
+def test_the_pool_view_shows_states_and_the_logins_handed_out(site):
+    import json
+
+    balancer, _daemons, _tmp = site
+    balancer.request("GET", "/v1/hosts")
+    status, body = balancer.request("GET", "/v1/pool")
+    assert status == 200
+    rows = {row["host"]: row for row in json.loads(body)["servers"]}
+    # app3 is Idle, or Busy when this machine's real load fills it: either way usable.
+    assert [rows[f"127.0.9.{i}"]["state"] for i in (2, 4)] == ["Drain", "Down"]
+    assert rows["127.0.9.3"]["state"] in ("Idle", "Busy") and rows["127.0.9.3"]["usable"]
+    assert sum(row["handed_out_5min"] for row in rows.values()) == 1
+    assert "Connection refused" in rows["127.0.9.4"]["reason"]
+    assert rows["127.0.9.3"]["stats"]["weight"] == 200
+
+
+def test_a_request_restricted_to_servers_it_does_not_know_contacts_nobody(site):
+    balancer, _daemons, _tmp = site
+    # A listener the balancer was never told about: it must never see a connection.
+    with socket.socket() as trap:
+        trap.bind(("127.0.9.9", 0))
+        trap.listen(8)
+        trap.settimeout(0)
+        port = trap.getsockname()[1]
+        status, body = balancer.request("GET", f"/v1/hosts?servers=127.0.9.9:{port}+evil.invalid")
+        assert status == 503 and "none of the servers named" in body
+        status, body = balancer.request(
+            "POST",
+            "/v1/hosts",
+            body=f"servers=127.0.9.9:{port}+127.0.9.1:3377",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert (status, body) == (200, "127.0.9.1\n")
+        balancer.wait_polls(2)
+        with pytest.raises(BlockingIOError):
+            trap.accept()
+
+
+def test_a_drain_by_sighup_stops_logins_there_after_the_next_poll(site):
+    balancer, daemons, tmp_path = site
+    write(tmp_path / "127.0.9.3.conf", "STATE = drain\nWEIGHT = 200\n")
+    daemons["127.0.9.3"].proc.send_signal(signal.SIGHUP)
+    daemons["127.0.9.3"].wait_for(r"reloaded .*STATE=drain")
+    time.sleep(1.1)  # the daemon's sample is reused for SAMPLE_SECONDS
+    balancer.wait_polls(2)
+    for _ in range(10):
+        assert balancer.request("GET", "/v1/hosts") == (200, "127.0.9.1\n")
+
+
+def test_a_server_dying_between_polls_is_dropped_at_the_next_poll(site):
+    balancer, daemons, _tmp = site
+    daemons["127.0.9.3"].stop()
+    balancer.wait_polls(2)
+    for _ in range(10):
+        assert balancer.request("GET", "/v1/hosts") == (200, "127.0.9.1\n")
+
+
+def test_sighup_changes_servers_and_a_bad_file_keeps_the_running_config(conf_dir, procs):
+    tmp_path = conf_dir
+    daemon = procs(Daemon(write(tmp_path / "d.conf", ""), listen=("127.0.9.5:3377", "127.0.9.6:3377")).start(2))
+    conf = write(tmp_path / "b.conf", "SERVERS = 127.0.9.5:3377\nPOLL_SECONDS = 0.3\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    assert balancer.request("GET", "/v1/hosts") == (200, "127.0.9.5\n")
+    write(conf, "SERVERS = 127.0.9.6:3377\nPOLL_SECONDS = 0.3\n")
+    balancer.proc.send_signal(signal.SIGHUP)
+    balancer.wait_for(r"reloaded .*1 servers")
+    balancer.wait_polls(1)
+    assert balancer.request("GET", "/v1/hosts") == (200, "127.0.9.6\n")
+    write(conf, "SERVERS = 127.0.9.5:3377\nPOLL_SECONDS = often\n")
+    balancer.proc.send_signal(signal.SIGHUP)
+    (line,) = balancer.wait_for(r"reload refused")
+    assert "b.conf:2: invalid value for POLL_SECONDS: 'often'" in line
+    assert balancer.request("GET", "/v1/hosts") == (200, "127.0.9.6\n")
+    assert daemon.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "SERVERS = app1 app1:377\n",
+            "b.conf:1: invalid value for SERVERS: 'app1 app1:377' ('app1:377' is the same server as 'app1')",
+        ),
+        ("SERVERS = ::1%1,127.0.0.2\n", "b.conf:1: invalid value for SERVERS"),
+        ("POLL_SECONDS = 0\n", "b.conf:1: invalid value for POLL_SECONDS: '0'"),
+        ("[section]\n", "b.conf:1: sections are not used in this file"),
+        ("SERVER = x\n", "b.conf:1: unknown key SERVER = 'x'"),
+    ],
+)
+def test_a_bad_config_at_start_is_one_line_and_exit_2(tmp_path, text, message):
+    conf = write(tmp_path / "b.conf", text)
+    out = subprocess.run(
+        [sys.executable, "-m", "ltsp_loadbalancer", "--config", str(conf), "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert out.returncode == 2 and len(errors) == 1, out.stderr
+    assert errors[0].startswith("ltsp-loadbalancer: error: ") and message in errors[0]
+
+
+def test_allow_closes_other_clients_before_reading_anything(tmp_path, procs):
+    conf = write(tmp_path / "b.conf", "ALLOW = 10.0.0.0/8\nSERVERS = 127.0.9.1\n")
+    balancer = procs(Balancer(conf).start())
+    with pytest.raises((ConnectionError, OSError)):
+        balancer.request("GET", "/v1/hosts")
+
+
+def test_slow_and_oversized_clients_are_cut_off(tmp_path, procs):
+    conf = write(tmp_path / "b.conf", "SERVERS = 127.0.9.1\nCLIENT_TIMEOUT_SECONDS = 0.5\nMAX_REQUEST_BYTES = 2048\n")
+    balancer = procs(Balancer(conf).start())
+    with socket.create_connection(balancer.address, timeout=5) as silent:
+        started = time.monotonic()
+        silent.sendall(b"GET /v1/ho")  # and then nothing
+        assert silent.recv(100) == b""
+        assert time.monotonic() - started < 3
+    status, _body = balancer.request(
+        "POST", "/v1/hosts", body="servers=" + "a" * 5000, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert status in (400, 413)
+    assert balancer.proc.poll() is None
+
+
+def test_max_clients_bounds_open_connections(tmp_path, procs):
+    conf = write(tmp_path / "b.conf", "SERVERS = 127.0.9.1\nMAX_CLIENTS = 3\nCLIENT_TIMEOUT_SECONDS = 30\n")
+    balancer = procs(Balancer(conf).start())
+    held = [socket.create_connection(balancer.address, timeout=5) for _ in range(3)]
+    try:
+        time.sleep(0.2)
+        with socket.create_connection(balancer.address, timeout=5) as extra:
+            assert extra.recv(100) == b""  # closed at once
+        balancer.wait_for(r"MAX_CLIENTS \(3\) connections are open")
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.2)
+    assert balancer.request("GET", "/v1/hosts")[0] == 503  # served again once they left
+
+
+# --- get_hosts as the balancer's client -------------------------------------------------------
+
+
+def get_hosts(env, *args, timeout=15):
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LTS_CONF": "/dev/null", **env}
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "get_hosts", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return out, (time.monotonic() - started) * 1000
+
+
+def test_get_hosts_takes_the_balancers_answer_and_says_so(site):
+    balancer, _daemons, _tmp = site
+    host, port = balancer.address
+    pool = " ".join(f"127.0.9.{i}:3377" for i in (1, 2, 3, 4))
+    out, _ms = get_hosts({"LB_SERVERS": pool, "LB_BALANCER": f"127.0.0.1:1 {host}:{port}"}, "--explain")
+    assert out.returncode == 0 and sorted(out.stdout.split()) == ["127.0.9.1", "127.0.9.3"]
+    assert f"balancer {host}:{port} answered in" in out.stderr
+    assert "probed" not in out.stderr
+    status, _ms = get_hosts({"LB_SERVERS": pool, "LB_BALANCER": f"{host}:{port}"}, "--status")
+    lines = status.stdout.splitlines()
+    assert lines[0].split()[:2] == ["HOST", "STATE"] and len(lines) == 5
+    assert {line.split()[0]: line.split()[1] for line in lines[1:]}["127.0.9.2"] == "Drain"
+
+
+def test_get_hosts_probes_itself_when_the_balancer_is_gone(site):
+    balancer, _daemons, _tmp = site
+    host, port = balancer.address
+    balancer.proc.kill()
+    balancer.proc.wait()
+    pool = " ".join(f"127.0.9.{i}:3377" for i in (1, 2, 3, 4))
+    env = {"LB_SERVERS": pool, "LB_BALANCER": f"{host}:{port}", "LB_BALANCER_TIMEOUT": "300", "LB_TIMEOUT": "1000"}
+    out, elapsed_ms = get_hosts(env, "--explain")
+    assert out.returncode == 0 and sorted(out.stdout.split()) == ["127.0.9.1", "127.0.9.3"]
+    assert "no balancer answered: probing the pool itself" in out.stderr
+    assert elapsed_ms < 300 + 1000 + 1500  # the two deadlines plus interpreter start-up
+
+
+def test_a_balancer_that_never_answers_costs_at_most_its_timeout(site):
+    _balancer, _daemons, _tmp = site
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)  # accepts (in the kernel) and never answers
+        pool = "127.0.9.1:3377"
+        env = {"LB_SERVERS": pool, "LB_BALANCER": f"127.0.0.1:{mute.getsockname()[1]}", "LB_BALANCER_TIMEOUT": "200"}
+        out, _ms = get_hosts(env, "--explain")
+    assert out.stdout == "127.0.9.1\n"
+    assert "no answer within 200 ms" in out.stderr
