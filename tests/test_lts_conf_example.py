@@ -21,6 +21,8 @@ CLIENTS = [
             "max_load": 3.0,
             "max_response_ms": None,
             "timeout_ms": 1000,
+            "balancers": (("198.18.0.1", 8377), ("198.18.0.2", 8377)),
+            "balancer_timeout_ms": 300,
         },
     ),
     (

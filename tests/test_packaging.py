@@ -28,7 +28,7 @@ from get_hosts import settings
 ROOT = Path(__file__).resolve().parent.parent
 DEBIAN = ROOT / "debian"
 MAN = ROOT / "docs" / "man"
-PACKAGES = ("ltsp-get-hosts", "ltsp-server-advertise")
+PACKAGES = ("ltsp-get-hosts", "ltsp-server-advertise", "ltsp-loadbalancer")
 
 
 def _load_generator():
@@ -197,6 +197,8 @@ def test_control_packages_and_the_thin_client_needs_python3_alone():
     assert "python3-netifaces" in depends(by_name["ltsp-get-hosts"], "Recommends")
     server = depends(by_name["ltsp-server-advertise"])
     assert {"python3-psutil", "python3-lxml", "ltsp-get-hosts"} <= server
+    balancer = depends(by_name["ltsp-loadbalancer"])
+    assert {"python3-tornado", "python3-prometheus-client", "ltsp-get-hosts"} <= balancer
 
 
 def test_versions_agree():
