@@ -128,7 +128,29 @@ def _run(options, settings):
         client_key, key_source, line = pipeline.mac_hash_key(settings)
         explain.append(line)
 
+    names, results, waited_ms = _gather(settings, wants_table, explain)
+    if names:
+        _emit(options, explain, names[0] if options.first else " ".join(names))
+        return 0
     import random
+
+    probe_ms = waited_ms
+    decision = pipeline.decide(settings, algorithm, results, random.Random(), client_key)
+    explain.extend(decision.explain)
+    if decision.choice.fallback:
+        _stderr(f"{PROG}: warning: {_escape(decision.choice.fallback)}")
+    if options.json:
+        text = report.status_json(decision.choice, settings.algorithm, probe_ms, key_source)
+    elif options.status:
+        text = report.status_table(decision.choice)
+    else:
+        text = report.host_line(decision.choice.order, options.first)
+    _emit(options, explain, text)
+    return 0
+
+
+def _gather(settings, wants_table, explain):
+    """(names a balancer chose, or None; ProbeResults, or None; ms waited): the balancers first, else the probe."""
     from time import monotonic
 
     started = monotonic()
@@ -143,8 +165,9 @@ def _run(options, settings):
             names, lines = balancer_client.ask_for_hosts(settings)
             explain.extend(lines)
             if names:
-                _emit(options, explain, names[0] if options.first else " ".join(names))
-                return 0
+                waited_ms = (monotonic() - started) * 1000.0
+                explain.append(f"waited {waited_ms:.0f} ms in all")
+                return names, None, waited_ms
         if results is None:
             explain.append("no balancer answered: probing the pool itself")
     if results is None:
@@ -152,19 +175,10 @@ def _run(options, settings):
 
         results = probe_pool(settings.servers, settings.timeout_ms)
         explain.append(f"probed {len(results)} servers in {(monotonic() - started) * 1000.0:.0f} ms")
-    probe_ms = (monotonic() - started) * 1000.0
-    decision = pipeline.decide(settings, algorithm, results, random.Random(), client_key)
-    explain.extend(decision.explain)
-    if decision.choice.fallback:
-        _stderr(f"{PROG}: warning: {_escape(decision.choice.fallback)}")
-    if options.json:
-        text = report.status_json(decision.choice, settings.algorithm, probe_ms, key_source)
-    elif options.status:
-        text = report.status_table(decision.choice)
-    else:
-        text = report.host_line(decision.choice.order, options.first)
-    _emit(options, explain, text)
-    return 0
+    waited_ms = (monotonic() - started) * 1000.0
+    if settings.balancers:
+        explain.append(f"waited {waited_ms:.0f} ms in all (balancers and probe)")
+    return None, results, waited_ms
 
 
 def _escape(text):
