@@ -91,9 +91,9 @@ class Balancer:
                 return None, "no poll has finished yet"
             return None, self.pool.down_reason(among)
         self.answers[OK] += 1
-        servers = self.pool.servers
-        self.handed_out[servers[order[0]].entry.host] += 1
-        return " ".join(servers[index].entry.host for index in order), None
+        names = self.pool.names
+        self.handed_out[names[order[0]]] += 1
+        return " ".join(map(names.__getitem__, order)), None
 
     def pool_view(self, now):
         """The whole pool as /v1/pool's JSON document (a dict)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import operator
 from collections import deque, namedtuple
 
 from get_hosts import choose
@@ -44,6 +45,9 @@ Limits = namedtuple("Limits", "max_response_ms max_load skip_swapping")
 Limits.__doc__ = "The filters of choose.assess (get_hosts' LB_MAX_RESPONSE_MS, LB_MAX_LOAD, LB_SKIP_SWAPPING)."
 
 DEFAULT_LIMITS = Limits(None, None, True)
+# Distinct request words remembered by Pool.known (a site's clients name one pool).
+KNOWN_CACHE_WORDS = 4096
+_INDEX = operator.itemgetter(2)  # a ranking key's server index
 
 
 class Server:
@@ -91,6 +95,8 @@ class Pool:
         self._ranked = {choose.PREFERRED: [], choose.LAST_RESORT: []}
         self._by_name = {}
         self._capacity = [0.0] * len(self.servers)
+        self._known_words = {}
+        self.names = [server.entry.host for server in self.servers]
         self._cumulative = []
         for index, server in enumerate(self.servers):
             self._by_name.setdefault(server.entry.host.lower(), []).append(index)
@@ -172,19 +178,29 @@ class Pool:
     # --- choosing -------------------------------------------------------------------
 
     def known(self, words):
-        """Indexes of the servers named by WORDS (host or host:port); unknown ones are left out."""
+        """Indexes of the servers named by WORDS (host or host:port); unknown ones are left out.
+
+        Every client of a site names the same pool, so each word's answer is
+        kept (up to KNOWN_CACHE_WORDS of them, for this SERVERS).
+        """
         from ltsp_lbcore.hostport import parse_host_port
 
-        chosen = []
+        chosen = set()
+        cache = self._known_words
         for word in words:
-            try:
-                host, port = parse_host_port(word)
-            except ValueError:
-                continue
-            for index in self._by_name.get(host.lower(), ()):
-                if port is None or self.servers[index].entry.port == port:
-                    chosen.append(index)
-        return sorted(set(chosen))
+            indexes = cache.get(word)
+            if indexes is None:
+                try:
+                    host, port = parse_host_port(word)
+                except ValueError:
+                    indexes = ()
+                else:
+                    candidates = self._by_name.get(host.lower(), ())
+                    indexes = tuple(i for i in candidates if port is None or self.servers[i].entry.port == port)
+                if len(cache) < KNOWN_CACHE_WORDS:
+                    cache[word] = indexes
+            chosen.update(indexes)
+        return sorted(chosen)
 
     def choose(self, now, among=None):
         """Server indexes best first for one login (hands the first out), or [] when none is usable.
@@ -195,7 +211,7 @@ class Pool:
         order = []
         for tier in (choose.PREFERRED, choose.LAST_RESORT):
             if allowed is None:
-                ranked = [key[2] for key in self._ranked[tier]]
+                ranked = list(map(_INDEX, self._ranked[tier]))
             else:
                 ranked = [key[2] for key in self._ranked[tier] if key[2] in allowed]
             order.extend(self._two_choice(ranked, tier, allowed))
@@ -211,7 +227,8 @@ class Pool:
         second = self._draw(ranked, tier, allowed, first)
         servers = self.servers
         winner = first if servers[first].key < servers[second].key else second
-        return [winner, *(index for index in ranked if index != winner)]
+        place = ranked.index(winner)
+        return [winner, *ranked[:place], *ranked[place + 1 :]]
 
     def _draw(self, ranked, tier, allowed, other):
         """One server of RANKED drawn with probability proportional to its capacity, OTHER excluded.

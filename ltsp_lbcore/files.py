@@ -11,6 +11,8 @@ server's own files when seen from outside a chroot. Rules:
   O_RDONLY|O_NONBLOCK|O_CLOEXEC (a FIFO swapped in meanwhile opens without
   hanging), fstats the open file and checks it is the same regular file,
   and reads at most max_bytes + 1 bytes to tell an oversized file.
+- /dev/null (the null device, by its device number) reads as empty, as
+  everywhere: ``--config /dev/null`` is how an admin says "no file".
 - With follow_symlinks=False a symbolic link in the last component is
   refused (O_NOFOLLOW), not followed. open_directory() walks a directory
   path below a base one component at a time with O_NOFOLLOW|O_DIRECTORY,
@@ -40,7 +42,7 @@ MODE_KINDS = (
 
 
 class UnusableFile(OSError):
-    """A file that exists but cannot be used: not a regular file (or directory), too big, a link, unreadable.
+    """A file that exists but cannot be used: not a regular file, too big, a link not followed, unreadable.
 
     A subclass of OSError because that is what it is to every caller: a
     file that cannot be read, which they already handle (skip with a
@@ -78,6 +80,16 @@ def _reason_for(error):
     return error.strerror or str(error)
 
 
+def is_null_device(status):
+    """True for the stat of /dev/null itself (same device number), whatever its name."""
+    if not stat.S_ISCHR(status.st_mode):
+        return False
+    try:
+        return status.st_rdev == os.stat(os.devnull).st_rdev
+    except OSError:  # no /dev/null to compare with (a bare chroot): no device is it
+        return False
+
+
 def read_regular_file(path, max_bytes, follow_symlinks=True, *, dir_fd=None, shown_as=None):
     """The bytes of the regular file at path, at most max_bytes of them.
 
@@ -95,6 +107,8 @@ def read_regular_file(path, max_bytes, follow_symlinks=True, *, dir_fd=None, sho
         raise UnusableFile(shown, _reason_for(error), error.errno) from None
     if stat.S_ISLNK(before.st_mode):
         raise UnusableFile(shown, "is a symbolic link (not followed)")
+    if is_null_device(before):
+        return b""
     if not stat.S_ISREG(before.st_mode):
         raise UnusableFile(shown, f"is {file_kind(before.st_mode)}, not a regular file")
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
@@ -154,10 +168,7 @@ def open_directory(base, relative, create_mode=None):
         for part in parts:
             shown = os.path.join(shown, part)
             if create_mode is not None:
-                try:
-                    os.mkdir(part, create_mode, dir_fd=descriptor)
-                except FileExistsError:
-                    pass
+                _make_directory(part, create_mode, descriptor)
             try:
                 child = os.open(part, directory_flags | os.O_NOFOLLOW, dir_fd=descriptor)
             except FileNotFoundError as error:
@@ -170,6 +181,15 @@ def open_directory(base, relative, create_mode=None):
         os.close(descriptor)
         raise
     return descriptor
+
+
+def _make_directory(name, mode, parent):
+    """mkdir name below the open parent; False when something of that name is already there."""
+    try:
+        os.mkdir(name, mode, dir_fd=parent)
+    except FileExistsError:
+        return False
+    return True
 
 
 def _directory_problem(shown, part, parent, error):

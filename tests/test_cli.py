@@ -271,7 +271,7 @@ RECOVERABLE = [
     ({"LB_TIMEOUT": "soon"}, "LB_TIMEOUT in the environment: 'soon' is not a whole number of milliseconds"),
     ({"LB_MAX_LOAD": "high"}, "LB_MAX_LOAD in the environment: 'high'"),
     ({"LB_SKIP_SWAPPING": "maybe"}, "LB_SKIP_SWAPPING in the environment: 'maybe' is not a boolean"),
-    ({"LB_ALGORITHM": "least-loaded"}, "unknown LB_ALGORITHM 'least-loaded' (valid: best-rated, fixed, mac-hash,"),
+    ({"LB_ALGORITHM": "least-loaded"}, "unknown LB_ALGORITHM 'least-loaded' (valid: best-rated, fixed, loadbalancer, mac-hash,"),
 ]
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+import ltsp_lbcore
+
 SCRIPT = Path(__file__).resolve().parent.parent / "ltsp-update-sshkeys"
 SSHD = "/usr/sbin/sshd"
 KEY_TYPES = ("ed25519", "ecdsa", "rsa")
@@ -179,8 +181,8 @@ class Site:
     def known_hosts(self, chroot="i386"):
         return self.base / chroot / "etc" / "ssh" / "ssh_known_hosts"
 
-    def run(self, *arguments, timeout=60):
-        """The real command with this site's paths; returns the CompletedProcess."""
+    def run(self, *arguments, timeout=60, env=None):
+        """The real command with this site's paths (env: extra environment); returns the CompletedProcess."""
         command = [
             sys.executable,
             str(SCRIPT),
@@ -196,7 +198,8 @@ class Site:
             "2",
             *arguments,
         ]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        environment = dict(os.environ, **(env or {}))
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=environment)
 
     def expected_text(self, own_names, *servers):
         names = ",".join(own_names)
@@ -275,17 +278,18 @@ def test_parse_server_accepts(spec, host, port, known_hosts_name):
     [
         ("", "expected one host"),
         ("two hosts", "expected one host"),
-        ("ltsp1:0", "port is not 1-65535 (got '0')"),
-        ("ltsp1:65536", "port is not 1-65535"),
-        ("ltsp1:", "port is not 1-65535 (got '')"),
-        ("ltsp1:ssh", "port is not 1-65535 (got 'ssh')"),
-        ("[fd00::2", "missing ']'"),
-        ("[fd00::2]2222", "expected ':port' after ']'"),
-        ("[ltsp1]:2222", "not an IP address inside brackets"),
-        ("fd00::2:x:2222:", "IPv6 with a port must be written"),
-        ("bad!host", "not a host name or address (got 'bad!host')"),
-        ("-oProxyCommand=x", "not a host name or address"),
-        ("a..b", "not a host name or address"),
+        ("ltsp1:0", "port 0 is out of range (1-65535)"),
+        ("ltsp1:65536", "port 65536 is out of range (1-65535)"),
+        ("ltsp1:", "port '' is not a number"),
+        ("ltsp1:ssh", "port 'ssh' is not a number"),
+        ("[fd00::2", "'[' without ']'"),
+        ("[fd00::2]2222", "'2222' after ']'"),
+        ("[ltsp1]:2222", "brackets are for IPv6 addresses"),
+        ("fd00::2:x:2222:", "an IPv6 address with a port is written [address]:port"),
+        ("bad!host", "'!' is not allowed in a host name"),
+        ("-oProxyCommand=x", "'=' is not allowed in a host name"),
+        ("-ltsp1", "a host name cannot start with '-' or '.'"),
+        ("a..b", "empty label in a host name ('..')"),
     ],
 )
 def test_parse_server_rejects(spec, reason):
@@ -419,10 +423,20 @@ def test_stopped_server_keeps_its_last_known_keys(site, tmp_path, sshd_a, rememb
     second = site.run(sshd_a.spec, going_away.spec)
 
     assert second.returncode == 1
-    assert f"server {going_away.name} did not answer: kept its 3 last known keys" in second.stderr
+    if remembered_by == "cache":
+        assert f"server {going_away.name} did not answer: kept its 3 last known keys" in second.stderr
+    else:
+        assert (
+            f"server {going_away.name} did not answer: not in the cache; kept the keys each chroot's own file had, "
+            "in amd64 (3), i386 (3)"
+        ) in second.stderr
     assert site.known_hosts().read_bytes() == before
     assert site.known_hosts("amd64").read_bytes() == before
-    assert site.cache.read_bytes() == cache_before
+    if remembered_by == "cache":
+        assert site.cache.read_bytes() == cache_before
+    else:
+        # The cache records only what ssh-keyscan fetched: a chroot's file never plants keys there.
+        assert site.cache.read_text() == sshkeys.CACHE_HEADER + "".join(sshd_a.lines())
 
 
 @needs_sshd
@@ -508,8 +522,8 @@ def test_extraservers_comments_blank_and_bad_lines(site, sshd_a):
         f"ltsp-update-sshkeys: warning: {site.extraservers}:4: skipping bad server 'two words': "
         "expected one host or host:port",
         f"ltsp-update-sshkeys: warning: {site.extraservers}:6: skipping bad server 'ltsp1:0': "
-        "port is not 1-65535 (got '0')",
-        f"ltsp-update-sshkeys: warning: {site.extraservers}:7: skipping bad server '[fd00::2': missing ']'",
+        "port 0 is out of range (1-65535)",
+        f"ltsp-update-sshkeys: warning: {site.extraservers}:7: skipping bad server '[fd00::2': '[' without ']'",
     ]
     assert result.stdout == site.expected_text(own_names_written(result.stdout), sshd_a)
 
@@ -540,7 +554,8 @@ def test_symlinked_etc_ssh_is_skipped(site, tmp_path):
     result = site.run()
 
     assert result.returncode == 0, result.stderr
-    assert f"warning: {site.base / 'linked'}: etc or etc/ssh is a symlink, skipped" in result.stderr
+    linked = site.base / "linked"
+    assert f"warning: skipping chroot {linked}: {linked}/etc/ssh: is a symbolic link (not followed)" in result.stderr
     assert list(elsewhere.iterdir()) == []
     assert site.known_hosts("i386").exists()
 
@@ -548,8 +563,8 @@ def test_symlinked_etc_ssh_is_skipped(site, tmp_path):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["bad!host"], "bad server 'bad!host': not a host name or address (got 'bad!host')"),
-        (["--own-name", "a,b"], "bad own name 'a,b': no spaces or commas, no leading # @ | !"),
+        (["bad!host"], "bad server 'bad!host': '!' is not allowed in a host name"),
+        (["--own-name", "a,b"], "bad own name 'a,b': ',' is not allowed in a host name"),
         (["--base", "/nonexistent/opt/ltsp"], "base directory /nonexistent/opt/ltsp does not exist"),
     ],
 )
@@ -578,7 +593,7 @@ def test_debug_shows_the_traceback(site):
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert result.stderr.endswith(
-        "ltsp-update-sshkeys: error: bad server 'bad!host': not a host name or address (got 'bad!host')\n"
+        "ltsp-update-sshkeys: error: bad server 'bad!host': '!' is not allowed in a host name\n"
     )
 
 
@@ -598,7 +613,7 @@ def test_help_and_version():
     assert help_result.returncode == 0
     for option in ("--base", "--extraservers", "--cache", "--timeout", "--export", "--quiet", "--host-keys-dir"):
         assert option in help_result.stdout
-    assert (version.returncode, version.stdout) == (0, f"ltsp-update-sshkeys {sshkeys.VERSION}\n")
+    assert (version.returncode, version.stdout) == (0, f"ltsp-update-sshkeys {ltsp_lbcore.__version__}\n")
 
 
 @pytest.mark.skipif(os.path.exists(sshkeys.DEFAULT_EXTRASERVERS), reason="this machine has a real extraservers file")
@@ -621,3 +636,105 @@ def test_missing_default_extraservers_means_no_extra_servers(tmp_path, own_keys)
     text = (base / "i386" / "etc" / "ssh" / "ssh_known_hosts").read_text()
     assert [line for line in text.splitlines() if not line.startswith("#") and not line.startswith("server,")] == []
     assert len(text.splitlines()) == len(sshkeys.HEADER.splitlines()) + 3
+
+
+# ---------------------------------------------------------------- the default base: LTSP 5 or LTSP 20+
+
+
+def make_tree(root, paths, ltsp_conf=None):
+    """Directories (ending in /) and files below root; ltsp_conf: the text of /etc/ltsp/ltsp.conf."""
+    for path in paths:
+        target = root / path.lstrip("/")
+        if path.endswith("/"):
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text("#!/bin/sh\n")
+    if ltsp_conf is not None:
+        (root / "etc" / "ltsp").mkdir(parents=True, exist_ok=True)
+        (root / "etc" / "ltsp" / "ltsp.conf").write_text(ltsp_conf)
+
+
+LTSP20 = "/usr/share/ltsp/ltsp"
+
+BASES = [
+    # (what is installed or present, ltsp.conf, the base chosen, why)
+    ([], None, "/opt/ltsp", "neither /opt/ltsp (LTSP 5) nor /srv/ltsp (LTSP 20+) exists"),
+    (["/opt/ltsp/"], None, "/opt/ltsp", "LTSP 5 layout"),
+    (["/srv/ltsp/"], None, "/srv/ltsp", "LTSP 20+ layout (/opt/ltsp does not exist)"),
+    (["/opt/ltsp/", "/srv/ltsp/"], None, "/opt/ltsp", "LTSP 5 layout"),
+    ([LTSP20], None, "/srv/ltsp", f"LTSP 20+ is installed ({LTSP20})"),
+    ([LTSP20, "/opt/ltsp/"], None, "/srv/ltsp", f"LTSP 20+ is installed ({LTSP20})"),
+    (["/usr/sbin/ltsp", "/opt/ltsp/"], None, "/srv/ltsp", "LTSP 20+ is installed (/usr/sbin/ltsp)"),
+    ([LTSP20], "[server]\nBASE_DIR=/data/ltsp\n", "/data/ltsp", "LTSP 20+: BASE_DIR in {conf}:2"),
+    ([LTSP20], "BASE_DIR='/data/a'\n[common]\nBASE_DIR=\"/data/b\"  # b\n", "/data/b", "{conf}:3"),
+    ([LTSP20], "[server]\nBASE_DIR=/s\n[common]\nBASE_DIR=/c\n", "/s", "{conf}:2"),  # [server] runs last
+    ([LTSP20], "[Server] # the server\nBASE_DIR=/s\n[server]\nX=1\n", "/srv/ltsp", "is installed"),
+    ([LTSP20], "[clients]\nBASE_DIR=/c\n[pc01]\nBASE_DIR=/p\n", "/srv/ltsp", "is installed"),
+    ([LTSP20], "# BASE_DIR=/commented\nBASE_DIR = /spaced\n", "/spaced", "{conf}:2"),
+    ([], "[server]\nBASE_DIR=/data/ltsp\n", "/opt/ltsp", "neither"),  # ltsp.conf alone is not LTSP 20+
+]
+
+
+@pytest.mark.parametrize(("present", "ltsp_conf", "base", "why"), BASES)
+def test_default_base_follows_the_installed_ltsp(tmp_path, present, ltsp_conf, base, why):
+    make_tree(tmp_path, present, ltsp_conf)
+    conf = tmp_path / "etc" / "ltsp" / "ltsp.conf"
+
+    chosen, reason = sshkeys.default_base(str(tmp_path))
+
+    assert chosen == str(tmp_path / base.lstrip("/"))
+    assert why.format(conf=conf) in reason
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["BASE_DIR=$HOME/ltsp", "BASE_DIR=~/ltsp", "BASE_DIR=`pwd`", 'BASE_DIR="/a/$X"', "BASE_DIR=ltsp", "BASE_DIR=/a;b"],
+)
+def test_base_dir_ltsp_cannot_read_is_an_error_naming_the_line(tmp_path, line):
+    make_tree(tmp_path, [LTSP20], f"[server]\n{line}\n")
+    conf = tmp_path / "etc" / "ltsp" / "ltsp.conf"
+
+    with pytest.raises(sshkeys.SshKeysError) as raised:
+        sshkeys.default_base(str(tmp_path))
+
+    value = line.split("=", 1)[1]
+    assert str(raised.value) == (
+        f"cannot tell BASE_DIR from {conf}:2 ({value!r} is not one absolute path without shell expansion); give --base"
+    )
+
+
+@pytest.mark.skipif(
+    any(os.path.exists(path) for path in ("/opt/ltsp", "/srv/ltsp", LTSP20, "/usr/sbin/ltsp")),
+    reason="this machine has an LTSP base or LTSP 20+",
+)
+def test_no_base_anywhere_is_one_error_line_with_the_way_out(tmp_path, own_keys):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--host-keys-dir", str(own_keys[0]), "--extraservers", os.devnull],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "ltsp-update-sshkeys: error: base directory /opt/ltsp does not exist (neither /opt/ltsp (LTSP 5) nor "
+        "/srv/ltsp (LTSP 20+) exists): give --base; for LTSP 20+ images use --export /etc/ltsp/ssh_known_hosts, "
+        "then ltsp initrd\n"
+    )
+
+
+def test_help_says_what_is_written_where():
+    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=False)
+
+    text = " ".join(result.stdout.split())
+    for words in (
+        "BASE/CHROOT/etc/ssh/ssh_known_hosts",
+        "/etc/ltsp/ssh_known_hosts.auto",
+        "BASE_DIR from /etc/ltsp/ltsp.conf or /srv/ltsp; else /opt/ltsp (LTSP 5)",
+        "Squashfs images (BASE/images/*.img) cannot be written in place",
+        "ltsp image CHROOT",
+        "ltsp-update-sshkeys --export /etc/ltsp/ssh_known_hosts && ltsp initrd",
+    ):
+        assert words in text
