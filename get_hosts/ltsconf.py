@@ -18,12 +18,21 @@ sections. Rules (LTSP5 getltscfg, see FIELD-NOTES.md):
   directory. The included file's lines belong to the section the include
   stands in until the file opens its own; after the include the including
   file's section continues (an include never changes what follows it).
-  A missing or unreadable file, an include loop, a LIKE loop, a LIKE naming
-  no section, and a key before any section header are errors: LtsConfError,
-  one line, naming file, line and the bad value.
+  A missing or unusable lts.conf itself (not a regular file, larger than
+  MAX_FILE_BYTES, unreadable), an include loop, a LIKE loop and a LIKE
+  naming no section are errors: LtsConfError, one line, naming file, line
+  and the bad value. The caller then falls back to the environment.
+- What spoils one line or one include spoils only that: a line that is not
+  lts.conf syntax (in any client's section), an include that cannot be
+  read (a FIFO, /dev/zero, a missing file) is a warning and is skipped; a
+  key before any section header is read as [Default]'s, with a warning; a
+  UTF-8 byte order mark is ignored. A login screen must not lose the pool
+  that [Default] names because of another client's typo.
+- Files are read only when they are regular files, at most MAX_FILE_BYTES,
+  never blocking (ltsp_lbcore.files): a FIFO or a device is refused at once.
 - An empty section is a warning, not an error (getltscfg refused them): a
   host section whose lines an admin commented out must not stop a whole lab
-  from logging in. Warnings go to the caller's list.
+  from logging in. Warnings go to LtsConf.warnings.
 
 Nothing here imports more than ``os``: glob names are matched by
 glob_match, not fnmatch, which would import ``re``.
@@ -35,7 +44,7 @@ import os
 from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
-from ltsp_lbcore.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError, parse_text
+from ltsp_lbcore.confsyntax import ASSIGN, INCLUDE, SECTION, ConfSyntaxError
 
 # One assignment, kept with where it came from so errors can name file:line.
 Entry = namedtuple("Entry", "value path lineno")
@@ -46,6 +55,8 @@ Section = namedtuple("Section", "name path lineno entries")
 DEFAULT = "default"
 GLOB_CHARS = "*?["
 MAX_FILES = 64  # include fan-out cap: a file included many times over is a mistake
+MAX_FILE_BYTES = 1024 * 1024  # a real lts.conf is a few KiB
+BOM = "\ufeff"
 
 
 class LtsConfError(GetHostsError):
@@ -63,6 +74,7 @@ class LtsConf:
     def __init__(self, path):
         self.path = path
         self.sections = {}  # lower-case name -> Section; dicts keep file order
+        self.warnings = []  # lines and includes skipped, keys read as [Default]'s
 
     def has_client_sections(self):
         """True when some section other than [Default] exists (so identity matters)."""
@@ -80,17 +92,50 @@ def _where(path, lineno):
 
 
 def _read_text(path, include_from=None):
+    """The text of PATH; LtsConfError (naming the include when it is one) when it cannot be used."""
+    from ltsp_lbcore.files import read_regular_file
+
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = read_regular_file(path, MAX_FILE_BYTES)
     except OSError as error:
-        reason = error.strerror or str(error)
+        reason = getattr(error, "reason", None) or error.strerror or str(error)
         if include_from:
             src, lineno, name = include_from
             raise LtsConfError(f"{_where(src, lineno)}: cannot include {name!r}: {reason}", src, lineno) from None
         raise LtsConfError(f"{path}: cannot read: {reason}", path) from None
     # surrogateescape: a stray Latin-1 byte in some other variable must not stop us.
-    return data.decode("utf-8", "surrogateescape")
+    text = data.decode("utf-8", "surrogateescape")
+    return text[1:] if text.startswith(BOM) else text
+
+
+def _tokens(text, path, warnings):
+    """(lineno, token) of every line that parses; each one that does not is a warning.
+
+    A broken section header also takes the lines under it, up to the next
+    good header: which section they belong to is unknown, and read as part
+    of the section above they would apply to the wrong clients.
+    """
+    from ltsp_lbcore.confsyntax import parse_line
+
+    tokens = []
+    orphaned = False
+    for lineno, line in enumerate(text.splitlines(), 1):
+        try:
+            token = parse_line(line, path, lineno)
+        except ConfSyntaxError as error:
+            header = line.lstrip().startswith("[")
+            orphaned = orphaned or header
+            under = ", and the lines under it up to the next section" if header else ""
+            warnings.append(f"{error} (line skipped{under})")
+            continue
+        if token is None:
+            continue
+        if token[0] == SECTION:
+            orphaned = False
+        elif orphaned:
+            continue
+        tokens.append((lineno, token))
+    return tokens
 
 
 def parse_lts_conf(path):
@@ -113,27 +158,31 @@ def _parse_file(conf, path, current, stack, state, include_from):
         src, lineno, name = include_from
         raise LtsConfError(f"{_where(src, lineno)}: more than {MAX_FILES} files included, at {name!r}", src, lineno)
     text = _read_text(path, include_from)
-    try:
-        tokens = parse_text(text, path)
-    except ConfSyntaxError as error:
-        raise LtsConfError(str(error), error.path, error.lineno) from None
     stack = [*stack, real]
-    for lineno, token in tokens:
+    for lineno, token in _tokens(text, path, conf.warnings):
         kind = token[0]
         if kind == SECTION:
             current = _open_section(conf, token[1], path, lineno)
         elif kind == INCLUDE:
-            name = token[1]
-            target = os.path.join(os.path.dirname(path), name)
-            _parse_file(conf, target, current, stack, state, (path, lineno, name))
+            _include(conf, token[1], path, lineno, current, stack, state)
         elif kind == ASSIGN:
             if current is None:
-                raise LtsConfError(
-                    f"{path}:{lineno}: {token[1]} = {token[2]!r} is outside any section (put it under [Default])",
-                    path,
-                    lineno,
+                conf.warnings.append(
+                    f"{path}:{lineno}: {token[1]} = {token[2]!r} is outside any section: read as [Default]'s"
                 )
+                current = _open_section(conf, "Default", path, lineno)
             current.entries[token[1]] = Entry(token[2], path, lineno)
+
+
+def _include(conf, name, path, lineno, current, stack, state):
+    """Read an included file into CONF; one that cannot be read is a warning, a loop an error."""
+    target = os.path.join(os.path.dirname(path), name)
+    try:
+        _parse_file(conf, target, current, stack, state, (path, lineno, name))
+    except LtsConfError as error:
+        if "include loop" in str(error) or "files included" in str(error):
+            raise
+        conf.warnings.append(f"{error} (include skipped)")
 
 
 def _open_section(conf, name, path, lineno):
@@ -259,5 +308,5 @@ def read_lts_conf(path, identity, warnings=None):
     """
     conf = parse_lts_conf(path)
     if warnings is not None:
-        warnings.extend(empty_section_warnings(conf))
+        warnings.extend(conf.warnings + empty_section_warnings(conf))
     return {key: entry.value for key, entry in lts_conf_entries(conf, identity).items()}

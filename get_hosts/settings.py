@@ -258,7 +258,7 @@ def _read_conf(environ, lts_conf_path, identity, warnings):
     from get_hosts import ltsconf
 
     conf = ltsconf.parse_lts_conf(path)
-    warnings.extend(ltsconf.empty_section_warnings(conf))
+    warnings.extend(conf.warnings + ltsconf.empty_section_warnings(conf))
     if identity is None and conf.has_client_sections():
         from get_hosts.identity import client_identity
 

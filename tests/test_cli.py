@@ -257,21 +257,35 @@ def test_exit_2_with_one_error_line(lts_conf, args, env, words):
     assert words in line
 
 
-def test_broken_lts_conf_and_no_pool_in_the_environment_names_the_file_line(tmp_path):
+def test_a_broken_line_of_another_section_keeps_the_pool_of_default(tmp_path):
+    # The hardening issue: this used to be rc 2 and no host although [Default] names the pool.
     broken = tmp_path / "lts.conf"
-    broken.write_text("[Default]\nLB_SERVERS = app1\n[lab\n")
+    broken.write_text("[Default]\nLB_SERVERS = 127.0.0.1:1\n[lab\n")
     out = run(lts_conf=broken)
-    assert out.returncode == 2
-    assert out.stdout == b""
+    assert out.returncode == 0
+    assert out.stdout == b"127.0.0.1\n"  # refused, so the whole pool: a login screen never goes empty
+    line = error_lines(out)[0]
+    assert line == (
+        f"get_hosts: warning: {broken}:3: section header without ']': '[lab' "
+        "(line skipped, and the lines under it up to the next section)"
+    )
+
+
+def test_an_lts_conf_that_cannot_be_read_and_no_pool_anywhere_names_it(tmp_path):
+    out = run(lts_conf="/dev/zero")
+    assert out.returncode == 2 and out.stdout == b""
     [line] = error_lines(out)
-    assert line == f"get_hosts: error: {broken}:3: section header without ']': '[lab'"
+    assert line == "get_hosts: error: /dev/zero: cannot read: is a character device, not a regular file"
 
 
 RECOVERABLE = [
     ({"LB_TIMEOUT": "soon"}, "LB_TIMEOUT in the environment: 'soon' is not a whole number of milliseconds"),
     ({"LB_MAX_LOAD": "high"}, "LB_MAX_LOAD in the environment: 'high'"),
     ({"LB_SKIP_SWAPPING": "maybe"}, "LB_SKIP_SWAPPING in the environment: 'maybe' is not a boolean"),
-    ({"LB_ALGORITHM": "least-loaded"}, "unknown LB_ALGORITHM 'least-loaded' (valid: best-rated, fixed, loadbalancer, mac-hash,"),
+    (
+        {"LB_ALGORITHM": "least-loaded"},
+        "unknown LB_ALGORITHM 'least-loaded' (valid: best-rated, fixed, loadbalancer, mac-hash,",
+    ),
 ]
 
 
@@ -294,8 +308,23 @@ def test_broken_lts_conf_falls_back_to_the_exported_environment(serve, tmp_path)
     out = run(env={"LB_SERVERS": server.pool_word}, lts_conf=broken)
     assert out.returncode == 0
     assert out.stdout == b"127.0.0.1\n"
-    [line] = error_lines(out)
+    line = error_lines(out)[0]
     assert line.startswith(f"get_hosts: warning: {broken}:2: unterminated quoted value")
+    assert line.endswith("(line skipped)")
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "fifo"])
+def test_an_unreadable_lts_conf_falls_back_to_the_exported_environment(serve, tmp_path, path):
+    # The attack: --lts-conf /dev/zero was "internal error: MemoryError", a FIFO hung until killed.
+    server = serve(send(document()), host="127.0.0.1")
+    if path == "fifo":
+        path = tmp_path / "fifo"
+        os.mkfifo(path)
+    out = run(env={"LB_SERVERS": server.pool_word}, lts_conf=path)
+    assert out.returncode == 0
+    assert out.stdout == b"127.0.0.1\n"
+    [line] = error_lines(out)
+    assert line.startswith(f"get_hosts: warning: {path}: cannot read: is a")
     assert line.endswith("; using the environment alone")
 
 

@@ -127,11 +127,48 @@ ERRORS = [
         ["{path}:4:", "Default -> a -> Default"],
     ),
     ("LIKE to nothing", "[ltsp12]\nLIKE = nolab\n", ["{path}:2:", "LIKE = 'nolab' names no section"]),
-    ("key before any section", "A = 1\n[Default]\n", ["{path}:1:", "A = '1' is outside any section"]),
-    ("glob class: the first ']' ends the header", "[ltsp1[0-4]]\nA = 1\n", ["{path}:1:", "after section header"]),
-    ("syntax", "[Default]\nA = 1\njust words\n", ["{path}:3:", "expected KEY = VALUE", "'just words'"]),
-    ("unterminated quote", '[Default]\nA = "x\n', ["{path}:2:", "unterminated"]),
 ]
+
+# What spoils one line spoils only that line (the hardening issue: each of these
+# used to stop get_hosts with rc 2 and no host, even when [Default] named the pool).
+# (what, text, words of the one warning, {path} is the file; what [Default]'s A still is)
+LINE_WARNINGS = [
+    (
+        "key before any section",
+        "A = 1\n[Default]\n",
+        ["{path}:1:", "A = '1' is outside any section: read as [Default]'s"],
+        "1",
+    ),
+    (
+        "glob class: the first ']' ends the header, and its lines go with it",
+        "[Default]\nA = 2\n[ltsp1[0-4]]\nA = 1\n",
+        ["{path}:3:", "after section header", "(line skipped, and the lines under it up to the next section)"],
+        "2",
+    ),
+    ("syntax", "[Default]\nA = 1\njust words\n", ["{path}:3:", "expected KEY = VALUE", "'just words'"], "1"),
+    (
+        "syntax in another client's section",
+        "[Default]\nA = 1\n[other-client]\nB = 1\n== oops\n",
+        ["{path}:5:", "(line skipped)"],
+        "1",
+    ),
+    ("unterminated quote", '[Default]\nA = 1\nB = "x\n', ["{path}:3:", "unterminated"], "1"),
+    ("byte order mark", "\ufeff[Default]\nA = 1\n", None, "1"),
+]
+
+
+@pytest.mark.parametrize(("text", "words", "value"), [e[1:] for e in LINE_WARNINGS], ids=[e[0] for e in LINE_WARNINGS])
+def test_a_bad_line_is_one_warning_and_the_rest_still_reads(tmp_path, text, words, value):
+    path = write(tmp_path, "lts.conf", text)
+    warnings = []
+    assert read_lts_conf(path, CLIENT, warnings)["A"] == value
+    if words is None:
+        assert warnings == []
+        return
+    [warning] = warnings
+    assert "\n" not in warning
+    for word in words:
+        assert word.format(path=path) in warning
 
 
 @pytest.mark.parametrize(("text", "words"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
@@ -178,11 +215,39 @@ def test_same_file_included_twice_is_not_a_loop(tmp_path):
     assert read(tmp_path, "[Default]\ninclude inc.conf\n[ltsp12]\ninclude inc.conf\n") == {"X": "1"}
 
 
-def test_missing_include_names_it_and_the_line(tmp_path):
+def test_missing_include_is_a_warning_naming_it_and_the_line(tmp_path):
     path = write(tmp_path, "lts.conf", '[Default]\nA = 1\ninclude "gone.conf"\n')
-    with pytest.raises(LtsConfError) as caught:
-        read_lts_conf(path, CLIENT)
-    assert str(caught.value).startswith(f"{path}:3: cannot include 'gone.conf': No such file")
+    warnings = []
+    assert read_lts_conf(path, CLIENT, warnings) == {"A": "1"}
+    [warning] = warnings
+    assert warning.startswith(f"{path}:3: cannot include 'gone.conf': No such file")
+    assert warning.endswith("(include skipped)")
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("/dev/zero", "is a character device, not a regular file"), ("fifo", "is a FIFO, not a regular file")],
+)
+def test_an_include_of_a_device_or_fifo_is_skipped_at_once(tmp_path, kind, reason):
+    # The attack: include of /dev/zero ended in MemoryError (rc 2, no host); of a FIFO, a hang.
+    target = kind
+    if kind == "fifo":
+        target = str(tmp_path / "fifo")
+        os.mkfifo(target)
+    path = write(tmp_path, "lts.conf", f'[Default]\nLB_SERVERS = app1\ninclude "{target}"\n')
+    warnings = []
+    assert read_lts_conf(path, CLIENT, warnings) == {"LB_SERVERS": "app1"}
+    assert reason in warnings[0] and f"{path}:3:" in warnings[0]
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "directory"])
+def test_lts_conf_itself_a_device_fifo_or_directory_is_one_error(tmp_path, kind):
+    target = {"/dev/zero": "/dev/zero", "directory": str(tmp_path)}.get(kind)
+    if kind == "fifo":
+        target = str(tmp_path / "fifo")
+        os.mkfifo(target)
+    with pytest.raises(LtsConfError, match=r"cannot read: is an? .*, not a regular file$"):
+        read_lts_conf(target, CLIENT)
 
 
 def test_include_loop_names_the_file_and_line(tmp_path):
@@ -201,11 +266,13 @@ def test_self_include(tmp_path):
         read_lts_conf(path, CLIENT)
 
 
-def test_error_inside_an_included_file_names_that_file(tmp_path):
+def test_a_bad_line_inside_an_included_file_names_that_file(tmp_path):
     inner = write(tmp_path, "inc.conf", "\n\n[broken\n")
-    with pytest.raises(LtsConfError) as caught:
-        read(tmp_path, "[Default]\ninclude inc.conf\n")
-    assert str(caught.value).startswith(f"{inner}:3: section header without ']'")
+    warnings = []
+    read(tmp_path, "[Default]\nA = 1\ninclude inc.conf\n", warnings=warnings)
+    assert warnings == [
+        f"{inner}:3: section header without ']': '[broken' (line skipped, and the lines under it up to the next section)"
+    ]
 
 
 def test_exponential_include_fan_out_is_refused(tmp_path):

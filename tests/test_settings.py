@@ -347,8 +347,13 @@ def test_missing_etc_lts_conf_is_fine():
 
 
 def test_lts_conf_errors_are_get_hosts_errors(tmp_path):
-    with pytest.raises(GetHostsError, match=r"lts\.conf:1: "):
-        load({"SERVER": "s"}, conf(tmp_path, "garbage here\n"))
+    with pytest.raises(GetHostsError, match=r"lts\.conf:2: LIKE = 'nowhere' names no section"):
+        load({"SERVER": "s"}, conf(tmp_path, "[Default]\nLIKE = nowhere\n"))
+
+
+def test_a_bad_lts_conf_line_is_a_warning(tmp_path):
+    settings = load({"SERVER": "s"}, conf(tmp_path, "garbage here\n"))
+    assert [w for w in settings.warnings if "lts.conf:1: " in w and "(line skipped)" in w]
 
 
 def test_identity_found_by_itself_when_lts_conf_has_host_sections(tmp_path):
