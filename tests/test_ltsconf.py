@@ -271,7 +271,8 @@ def test_a_bad_line_inside_an_included_file_names_that_file(tmp_path):
     warnings = []
     read(tmp_path, "[Default]\nA = 1\ninclude inc.conf\n", warnings=warnings)
     assert warnings == [
-        f"{inner}:3: section header without ']': '[broken' (line skipped, and the lines under it up to the next section)"
+        f"{inner}:3: section header without ']': '[broken' "
+        "(line skipped, and the lines under it up to the next section)"
     ]
 
 
