@@ -39,7 +39,8 @@ options:
                    response ms and the reason, one line per pool member
   --json           the same as --status, as JSON
   --explain        say on stderr why each server was kept or skipped
-  --lts-conf FILE  read FILE instead of $LTS_CONF or /etc/lts.conf
+  --lts-conf FILE  read FILE instead of $LTS_CONF, /etc/lts.conf (LTSP 5) or
+                   /etc/ltsp/ltsp.conf (LTSP 20+); either format
   --debug          tracebacks and timings on stderr
   --help           this help
   --version        the version
@@ -114,6 +115,8 @@ def _run(options, settings):
     for warning in settings.warnings + warnings:
         _stderr(f"{PROG}: warning: {_escape(warning)}")
     explain = [pipeline.summary_line(settings)]
+    if settings.lts_conf:
+        explain.append(f"read {settings.lts_conf} as {settings.conf_format}")
     wants_table = options.status or options.json
 
     from get_hosts import choose, report

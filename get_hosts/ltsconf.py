@@ -91,7 +91,7 @@ def _where(path, lineno):
     return f"{path}:{lineno}" if lineno else str(path)
 
 
-def _read_text(path, include_from=None):
+def read_text(path, include_from=None):
     """The text of PATH; LtsConfError (naming the include when it is one) when it cannot be used."""
     from ltsp_lbcore.files import read_regular_file
 
@@ -157,7 +157,7 @@ def _parse_file(conf, path, current, stack, state, include_from):
     if state["files"] > MAX_FILES:
         src, lineno, name = include_from
         raise LtsConfError(f"{_where(src, lineno)}: more than {MAX_FILES} files included, at {name!r}", src, lineno)
-    text = _read_text(path, include_from)
+    text = read_text(path, include_from)
     stack = [*stack, real]
     for lineno, token in _tokens(text, path, conf.warnings):
         kind = token[0]

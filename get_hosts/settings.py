@@ -10,8 +10,12 @@ Rules:
   environment as in lts.conf (``LB_TIMEOUT=`` or ``LB_TIMEOUT =``): the next
   source decides. ``NONE`` unsets, as in lts.conf: the default applies and
   lts.conf is not consulted for that variable.
-- lts.conf is ``--lts-conf FILE`` (load_settings' ``lts_conf_path``), else
-  ``$LTS_CONF``, else /etc/lts.conf; only the last may be missing.
+- The config file is ``--lts-conf FILE`` (load_settings' ``lts_conf_path``),
+  else ``$LTS_CONF``, else /etc/lts.conf (LTSP 5), else /etc/ltsp/ltsp.conf
+  (LTSP 20+); only the last two may be missing. Either format is read from
+  any of these paths: they are told apart by their sections
+  (ltspconf.looks_like_ltsp_conf); Settings.conf_format says which it was.
+  LTSP 20+'s is evaluated as LTSP's own shell would (get_hosts.ltspconf).
 - ``LB_SERVERS`` unset, empty or without one valid entry: ``SERVER`` alone.
   Neither: GetHostsError("no server pool: ...").
 - A bad value is a GetHostsError naming the variable, where it came from
@@ -36,7 +40,10 @@ from ltsp_lbcore.ports import ADVERTISE_PORT
 
 DEFAULT_ALGORITHM = "two-choice"
 DEFAULT_PORT = ADVERTISE_PORT
-DEFAULT_LTS_CONF = "/etc/lts.conf"
+DEFAULT_LTS_CONF = "/etc/lts.conf"  # LTSP 5
+DEFAULT_LTSP_CONF = "/etc/ltsp/ltsp.conf"  # LTSP 20+
+DEFAULT_CONF_PATHS = (DEFAULT_LTS_CONF, DEFAULT_LTSP_CONF)
+LTSP5, LTSP20 = "LTSP 5 lts.conf", "LTSP 20+ ltsp.conf"
 ENVIRONMENT = "the environment"
 
 PoolEntry = namedtuple("PoolEntry", "name host port")
@@ -44,8 +51,8 @@ PoolEntry = namedtuple("PoolEntry", "name host port")
 Settings = namedtuple(
     "Settings",
     "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings "
-    "identity balancers balancer_text balancer_timeout_ms",
-    defaults=(None, (), None, 300),
+    "identity balancers balancer_text balancer_timeout_ms conf_format",
+    defaults=(None, (), None, 300, None),
 )
 
 # default_text: how the documentation shows the default.
@@ -240,36 +247,61 @@ def parse_pool(text, default_port=DEFAULT_PORT):
 
 
 def _lts_conf_path(environ, lts_conf_path):
-    """(path, must_exist) or (None, False)."""
+    """(path, must_exist) or (None, False): --lts-conf, $LTS_CONF, else the first of DEFAULT_CONF_PATHS there is."""
     if lts_conf_path:
         return lts_conf_path, True
     if environ.get("LTS_CONF"):
         return environ["LTS_CONF"], True
-    return DEFAULT_LTS_CONF, False
+    import os
+
+    for path in DEFAULT_CONF_PATHS:
+        if os.path.lexists(path):
+            return path, False
+    return None, False
 
 
 def _read_conf(environ, lts_conf_path, identity, warnings):
-    """(KEY -> ltsconf.Entry for this client, the path read or None, the identity used or None)."""
-    import os
+    """(KEY -> Entry for this client, the path read or None, the identity used or None, its format or None)."""
+    path, _must_exist = _lts_conf_path(environ, lts_conf_path)
+    if path is None:
+        return {}, None, identity, None
+    from get_hosts import ltsconf, ltspconf
 
-    path, must_exist = _lts_conf_path(environ, lts_conf_path)
-    if not must_exist and not os.path.exists(path):
-        return {}, None, identity
-    from get_hosts import ltsconf
-
+    text = ltsconf.read_text(path)
+    if ltspconf.looks_like_ltsp_conf(text, default=path.endswith("ltsp.conf")):
+        entries, identity = _ltsp_conf_entries(text, path, environ, identity, warnings)
+        return entries, path, identity, LTSP20
     conf = ltsconf.parse_lts_conf(path)
     warnings.extend(conf.warnings + ltsconf.empty_section_warnings(conf))
     if identity is None and conf.has_client_sections():
         from get_hosts.identity import client_identity
 
-        identity = client_identity(_toward(environ, conf))
-    return ltsconf.lts_conf_entries(conf, identity), path, identity
+        identity = client_identity(_toward(environ, conf.default_value))
+    return ltsconf.lts_conf_entries(conf, identity), path, identity, LTSP5
 
 
-def _toward(environ, conf):
-    """Where the servers are, before the sections are known: SERVER, else the first pool entry."""
+def _ltsp_conf_entries(text, path, environ, identity, warnings):
+    """(entries, identity) of an LTSP 20+ ltsp.conf, evaluated as LTSP's own shell would for this client."""
+    from get_hosts import ltspconf
+
+    if identity is None:
+        from get_hosts.identity import client_identity
+
+        # Where the servers are may itself come from [clients] or [common]: read them once without an identity.
+        common = ltspconf.ltsp_conf_entries(text, path, None, environ)
+        identity = client_identity(_toward(environ, lambda name: common[name].value if name in common else None))
+    entries = ltspconf.ltsp_conf_entries(text, path, identity, environ)
+    warnings.extend(entries.warnings)
+    return entries, identity
+
+
+def _toward(environ, conf_value):
+    """Where the servers are, before the sections are known: SERVER, else the first pool entry.
+
+    CONF_VALUE(name): the value the file gives every client (lts.conf's [Default]), or None.
+    """
     for name in ("SERVER", "LB_SERVERS"):
-        for text in (environ.get(name), conf.default_value(name)):
+        for text in (environ.get(name), conf_value(name)):
             if text and text != "NONE":
                 entries, _ = parse_pool(text, DEFAULT_PORT)
                 if entries:
@@ -299,9 +331,9 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
     (ltsconf.LtsConfError for lts.conf).
     """
     warnings = []
-    entries, conf_path = {}, None
+    entries, conf_path, conf_format = {}, None, None
     if use_lts_conf:
-        entries, conf_path, identity = _read_conf(environ, lts_conf_path, identity, warnings)
+        entries, conf_path, identity, conf_format = _read_conf(environ, lts_conf_path, identity, warnings)
     values = {}
     pool_text = pool_source = None
     for var in VARIABLES:
@@ -344,6 +376,7 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
         warnings=warnings,
         identity=identity,
         balancers=balancers,
+        conf_format=conf_format,
         **values,
     )
 

@@ -200,6 +200,7 @@ def test_defaults_with_server_alone(tmp_path):
         lts_conf=str(tmp_path / "lts.conf"),
         warnings=[],
         identity=CLIENT,  # given, so passed on
+        conf_format="LTSP 5 lts.conf",  # no section names LTSP 20+, and the path is no ltsp.conf
     )
 
 
