@@ -21,6 +21,16 @@ ltsp_server_advertise.rating. Only time, servers and clients are simulated:
 - Anchors, in the same run: best-rated as LTSP and X2Go pick; ldminfod's
   rating (fresh at each login, best first); X2Go's broker formula with its
   300 s poll; ltsp-cluster's weighted random with its 60 s poll.
+- The central balancer (its own table, 5 seeds): the real
+  ltsp_loadbalancer.pool.Pool on the simulation's clock, polling every
+  POLL_SECONDS (2, the default, and 30) what each daemon's last sample says,
+  with 1 replica or 3 that share nothing (each with its own poll phase; each
+  client asks one at random, or all three at once as get_hosts does when
+  LB_BALANCER names them), with pool.py's rule (two-choice after accounting)
+  and least-full-first after accounting (LeastFullPool, here only); beside
+  it get_hosts probing alone and X2Go's broker as it runs (it sees only its
+  last poll). For a server that dies or is drained: logins sent there before
+  and after the chooser's next poll.
 
 Printed per algorithm: max utilization / ideal (ideal = every server equally
 full), spread (max - min utilization), sessions placed over capacity, and for
@@ -28,19 +38,27 @@ the mid-storm events the logins still sent to the server after it died or
 was drained. For mac-hash: the share of clients moved when a server leaves
 or joins, next to hash-mod-N.
 
-Usage: python benchmarks/login_storm.py [--seed N] [--quick] [--strict]
---strict exits 1 when the default misses a target.
+Usage: python benchmarks/login_storm.py [--seed N] [--quick] [--strict] [--jobs N]
+--strict exits 1 when get_hosts' default misses a target (the balancer's
+targets are printed, not enforced: tests/test_placement.py holds them).
+--quick: one seed. --jobs: processes (default: every core, up to 8); every run is
+seeded, so the figures do not depend on it.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import multiprocessing
+import os
 import random
 import sys
 import time
 from collections import namedtuple
+from concurrent.futures import ProcessPoolExecutor
 
+from ltsp_loadbalancer import config as balancer_config
+from ltsp_loadbalancer.pool import Limits, Pool
 from ltsp_server_advertise import config, rating
 
 from get_hosts import choose
@@ -102,7 +120,9 @@ class Server:
         steady = sessions * SESSION_TASKS
         self.loads = [steady, steady, steady]
         self.sample = None  # the daemon's last sample: what clients see
-        self.chosen_after_event = 0
+        self.sampled_at = 0.0  # when it was taken (its age goes out with it)
+        self.chosen_after_event = 0  # logins sent here by a chooser that could know of the event
+        self.chosen_before_poll = 0  # logins sent here after the event, before the chooser's next poll
         self.capacity = rating.rate(**self.metrics()).capacity
 
     def runnable_tasks(self):
@@ -129,8 +149,9 @@ class Server:
             mem_available_bytes=self.mem_available_bytes(),
         )
 
-    def take_sample(self):
+    def take_sample(self, now):
         """What the real daemon does every SAMPLE_SECONDS: read, rate, keep."""
+        self.sampled_at = now
         metrics = self.metrics()
         rated = rating.rate(**metrics)
         self.sample = wire.ServerStats(
@@ -195,7 +216,11 @@ def ldminfod_policy(servers, now, rng, client_key, snapshot):
 
 def x2go_policy(servers, now, rng, client_key, snapshot):
     """X2Go's broker: lowest (sessions+1)/load_factor, from its last 300 s poll."""
-    usable = [s for s in servers if s.alive and s.state == "ready" and s.entry.name in snapshot]
+    return x2go_pick([s for s in servers if s.alive and s.state == "ready" and s.entry.name in snapshot], rng, snapshot)
+
+
+def x2go_pick(usable, rng, snapshot):
+    """The server of USABLE with the lowest (sessions+1)/load_factor in SNAPSHOT (X2Go's checkload)."""
 
     def cost(s):
         sessions, loads, mem_available = snapshot[s.entry.name]
@@ -224,13 +249,20 @@ def ltsp_cluster_policy(servers, now, rng, client_key, snapshot):
     return rng.choices(usable, weights=[max(weight(s), 0.01) for s in usable])[0]
 
 
-Policy = namedtuple("Policy", "label pick poll_seconds")
+Policy = namedtuple("Policy", "label pick poll_seconds polled_state", defaults=(False,))
+Policy.__doc__ = """pick(servers, now, rng, client_key, snapshot) -> server; snapshot: the last poll (POLL_SECONDS).
+
+polled_state: the policy learns that a server died or was drained only at its next poll (the anchors
+above read it live: they stand for the formula, not the outage)."""
 
 
 def policies():
+    # LB_ALGORITHM=loadbalancer here would be get_hosts' own fallback, the default again: the real
+    # balancer has its own table (print_balancer).
     ours = [
         Policy(name + (" (default)" if name == DEFAULT_ALGORITHM else ""), our_policy(name), None)
         for name in sorted(choose.ALGORITHMS)
+        if name != "loadbalancer"
     ]
     anchors = [
         Policy("anchor: ldminfod rating, best", ldminfod_policy, None),
@@ -240,9 +272,93 @@ def policies():
     return ours + anchors
 
 
+# --- the central balancer: the real Pool, on the simulation's clock --------
+
+BALANCER_DEFAULTS = balancer_config.SCHEMA.defaults()  # POLL_SECONDS, LOGIN_WINDOW_SECONDS as shipped
+BALANCER_LIMITS = Limits(max_response_ms=None, max_load=None, skip_swapping=True)
+
+
+class LeastFullPool(Pool):
+    """The rule to compare with: least full after accounting first, no random draws (benchmark only)."""
+
+    def _two_choice(self, ranked, tier, allowed):
+        return ranked
+
+
+class UncountedPool(Pool):
+    """The Pool with its login accounting disabled: every choice reads the last poll as it was."""
+
+    def hand_out(self, index, now):
+        pass
+
+
+class BalancerPolicy:
+    """ltsp-loadbalancer: REPLICAS Pools that share nothing, each polling every POLL_SECONDS.
+
+    Each replica polls on its own schedule (a random phase of its own). Each
+    client asks one replica at random (clients split among boot servers, each
+    asking its own), or with ASK_ALL every replica at once, as get_hosts does
+    when LB_BALANCER names them all: each counts the login it hands out, the
+    client takes the first answer (a random one). The first host is the login.
+    """
+
+    def __init__(self, label, poll_seconds, replicas=1, pool_class=Pool, ask_all=False):
+        self.label, self.poll_seconds, self.replicas = label, poll_seconds, replicas
+        self.pool_class, self.ask_all = pool_class, ask_all
+
+    def start(self, servers, seed):
+        return BalancerRun(self, servers, seed)
+
+
+class BalancerRun:
+    """The replicas of one simulation run."""
+
+    def __init__(self, policy, servers, seed):
+        self.servers = servers  # the simulation's list: a server that joins later is not in SERVERS
+        self.configured = list(servers)
+        entries = [server.entry for server in self.configured]
+        self.pools = [
+            policy.pool_class(
+                entries, random.Random(seed * 1000 + 10 + n), BALANCER_LIMITS, BALANCER_DEFAULTS.login_window_seconds
+            )
+            for n in range(policy.replicas)
+        ]
+        self.ask_all = policy.ask_all
+        self._get_hosts = our_policy(DEFAULT_ALGORITHM)
+
+    def poll(self, replica, now):
+        """One poll of every server by REPLICA: the daemon's latest sample and its age, or refused."""
+        results = []
+        for server in self.configured:
+            if server.alive:
+                age_ms = max(0, int((now - server.sampled_at) * 1000))
+                results.append(ProbeResult(server.entry, server.sample._replace(sample_age_ms=age_ms), 2.0, None))
+            else:
+                results.append(ProbeResult(server.entry, None, None, "refused"))
+        self.pools[replica].update(results, now)
+
+    def pick(self, now, rng, client_key):
+        """One login: (server, replica asked)."""
+        replica = rng.randrange(len(self.pools)) if len(self.pools) > 1 else 0
+        # Every replica asked counts the login it hands out; the client takes REPLICA's answer.
+        asked = range(len(self.pools)) if self.ask_all else (replica,)
+        order = {n: self.pools[n].choose(now) for n in asked}[replica]
+        if not order:  # a 503: get_hosts probes the pool by itself
+            return self._get_hosts(self.servers, now, rng, client_key, None), replica
+        return self.configured[order[0]], replica
+
+
+def x2go_polled_policy(servers, now, rng, client_key, snapshot):
+    """X2Go's broker as it runs: only what its last poll saw, so a server that died since still gets logins."""
+    return x2go_pick([s for s in servers if s.entry.name in snapshot], rng, snapshot)
+
+
 # --- the simulation ---------------------------------------------------------
 
-Outcome = namedtuple("Outcome", "max_over_ideal spread over_capacity after_event failed_logins")
+Outcome = namedtuple("Outcome", "max_over_ideal spread over_capacity after_event failed_logins before_poll")
+Outcome.__doc__ = """after_event: logins sent to the dead or drained server by a chooser that could know
+(probing at login: after the event; polling: after its next poll). before_poll: those sent between the
+event and that poll. Both None without such an event."""
 
 
 Daemon = namedtuple("Daemon", "sample_seconds counts_logins_in_progress")
@@ -258,6 +374,7 @@ def simulate(scenario, policy, seed, daemon=DAEMON):
     rng = random.Random(seed)  # the world: servers, arrivals, login times
     choice_rng = random.Random(seed + 1)  # the clients' own randomness
     servers = build_servers(rng)
+    balancer = policy.start(servers, seed) if isinstance(policy, BalancerPolicy) else None
     for server in servers:
         server.counts_logins_in_progress = daemon.counts_logins_in_progress
     events = []
@@ -269,12 +386,20 @@ def simulate(scenario, policy, seed, daemon=DAEMON):
         heapq.heappush(events, (when, sequence, kind, payload))
 
     for server in servers:
-        server.take_sample()
+        server.take_sample(0.0)
         at(rng.uniform(0, daemon.sample_seconds), "sample", server)
     at(rng.uniform(0, LOAD_TICK_SECONDS), "tick")
     snapshot = {}
-    if policy.poll_seconds:
-        at(-rng.uniform(0, policy.poll_seconds), "poll")
+    if balancer is not None:
+        # The replicas' phases come from their own stream: the world's draws stay those of the other rows.
+        phase_rng = random.Random(seed + 2)
+        for replica in range(policy.replicas):
+            at(-phase_rng.uniform(0, policy.poll_seconds), "poll", replica)
+    elif policy.poll_seconds:
+        at(-rng.uniform(0, policy.poll_seconds), "poll", 0)
+    # Per replica: has it polled since the event? A chooser that probes at each login always knows.
+    learns_at_poll = balancer is not None or policy.polled_state
+    informed = [not learns_at_poll] * (policy.replicas if balancer is not None else 1)
     for n in range(scenario.logins):
         at(
             rng.uniform(0, scenario.spread_seconds),
@@ -292,19 +417,34 @@ def simulate(scenario, policy, seed, daemon=DAEMON):
         if now > end and kind in ("sample", "tick", "poll"):
             continue
         if kind == "sample":
-            payload.take_sample()
+            payload.take_sample(now)
             at(now + daemon.sample_seconds, "sample", payload)
         elif kind == "tick":
             for server in servers:
                 server.tick_load()
             at(now + LOAD_TICK_SECONDS, "tick")
         elif kind == "poll":
-            snapshot = {s.entry.name: (s.sessions, list(s.loads), s.mem_available_bytes()) for s in servers if s.alive}
-            at(now + policy.poll_seconds, "poll")
+            if balancer is not None:
+                balancer.poll(payload, now)
+            else:
+                snapshot = {
+                    s.entry.name: (s.sessions, list(s.loads), s.mem_available_bytes())
+                    for s in servers
+                    if s.alive and s.state == "ready"
+                }
+            if event_server is not None:
+                informed[payload] = True
+            at(now + policy.poll_seconds, "poll", payload)
         elif kind == "arrive":
-            server = policy.pick(servers, now, choice_rng, payload, snapshot)
+            if balancer is not None:
+                server, replica = balancer.pick(now, choice_rng, payload)
+            else:
+                server, replica = policy.pick(servers, now, choice_rng, payload, snapshot), 0
             if server is event_server:
-                server.chosen_after_event += 1
+                if informed[replica]:
+                    server.chosen_after_event += 1
+                else:
+                    server.chosen_before_poll += 1
             server.logging_in += 1
             connected = now + rng.uniform(*SSH_CONNECT_SECONDS)
             at(connected, "connect", server)
@@ -329,11 +469,11 @@ def simulate(scenario, policy, seed, daemon=DAEMON):
         elif kind == "drain":
             event_server = max(servers, key=lambda s: s.capacity - s.sessions)
             event_server.state = "drain"
-            event_server.take_sample()  # SIGHUP: the daemon advertises it at once
+            event_server.take_sample(now)  # SIGHUP: the daemon advertises it at once
         elif kind == "join":
             newcomer = Server("new30", 16, 2400, 48)
             newcomer.counts_logins_in_progress = daemon.counts_logins_in_progress
-            newcomer.take_sample()
+            newcomer.take_sample(now)
             servers.append(newcomer)
             at(now + daemon.sample_seconds, "sample", newcomer)
 
@@ -341,8 +481,12 @@ def simulate(scenario, policy, seed, daemon=DAEMON):
     ideal = sum(s.sessions for s in placed) / sum(s.capacity for s in placed)
     utilizations = [s.utilization() for s in placed]
     over = sum(max(0, s.sessions - math.floor(s.capacity)) for s in placed)
-    after_event = event_server.chosen_after_event if event_server else None
-    return Outcome(max(utilizations) / ideal, max(utilizations) - min(utilizations), over, after_event, failed)
+    # None: the chooser never polled after the event (X2Go's 300 s), so "after" would mean nothing.
+    after_event = event_server.chosen_after_event if event_server and all(informed) else None
+    before_poll = event_server.chosen_before_poll if event_server else None
+    return Outcome(
+        max(utilizations) / ideal, max(utilizations) - min(utilizations), over, after_event, failed, before_poll
+    )
 
 
 # --- mac-hash: who moves when a server leaves or joins ----------------------
@@ -374,34 +518,164 @@ def mac_hash_movement(client_count, rng):
     return rows
 
 
+# --- running the simulations: every one of a run at once, on every core -----
+
 TARGETS = {"storm 60 s": 1.10, "burst 10 s": 1.25}  # max/ideal for the default (issue 5)
 SCENARIOS_BY_NAME = {scenario.name: scenario for scenario in SCENARIOS}
+POLL_SECONDS = BALANCER_DEFAULTS.poll_seconds
+# The balancer's targets (issue 11): max/ideal by replica count, in both storms, at POLL_SECONDS.
+BALANCER_TARGETS = {1: 1.03, 3: 1.06}
+BALANCER_SCENARIOS = ("storm 60 s", "burst 10 s", "server dies at 30 s", "server drained at 30 s")
+RULES = (("two-choice (pool.py)", Pool), ("least-full", LeastFullPool))
 
 
-def print_scenario(scenario, seeds):
+def balancer_rows():
+    """The balancer table: (label, policy); get_hosts alone and X2Go's broker first, then the real Pool."""
+    rows = [
+        ("get_hosts two-choice, no balancer", POLICIES[f"{DEFAULT_ALGORITHM} (default)"]),
+        ("X2Go broker: 300 s poll, no accounting", Policy("X2Go broker, polled", x2go_polled_policy, 300.0, True)),
+    ]
+    for poll_seconds in (POLL_SECONDS, 30.0):
+        for replicas in (1, 3):
+            for rule, pool_class in RULES:
+                label = balancer_label(poll_seconds, replicas, rule)
+                rows.append((label, BalancerPolicy(label, poll_seconds, replicas, pool_class)))
+    for rule, pool_class in RULES:
+        label = f"{POLL_SECONDS:g} s x3, every client asks all, {rule.split()[0]}"
+        rows.append((label, BalancerPolicy(label, POLL_SECONDS, 3, pool_class, ask_all=True)))
+    label = f"{POLL_SECONDS:g} s x1, accounting off, two-choice"
+    rows.append((label, BalancerPolicy(label, POLL_SECONDS, 1, UncountedPool)))
+    return rows
+
+
+def balancer_label(poll_seconds, replicas, rule):
+    return f"balancer {poll_seconds:g} s x{replicas}, {rule}"
+
+
+POLICIES = {policy.label: policy for policy in policies()}
+MAIN_LABELS = list(POLICIES)  # the rows of the per-scenario tables
+BALANCER_ROWS = balancer_rows()
+POLICIES.update((policy.label, policy) for _label, policy in BALANCER_ROWS)
+DAEMONS = {
+    "as shipped": DAEMON,
+    "logins in progress not counted": DAEMON._replace(counts_logins_in_progress=False),
+    "samples reused 2 s": DAEMON._replace(sample_seconds=2.0),
+}
+
+
+def run_job(job):
+    """One simulation named by (scenario name, policy label, seed, daemon name): picklable for the workers."""
+    scenario, label, seed, daemon = job
+    return simulate(SCENARIOS_BY_NAME[scenario], POLICIES[label], seed, DAEMONS[daemon])
+
+
+def run_jobs(jobs, workers):
+    """{job: Outcome} for every job, on WORKERS processes (each run is seeded: the figures do not depend on it)."""
+    jobs = list(dict.fromkeys(jobs))
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return {job: run_job(job) for job in jobs}
+    # The longest runs (get_hosts probing, 30 servers a login) first, so the workers end together.
+    ordered = sorted(jobs, key=lambda job: isinstance(POLICIES[job[1]], BalancerPolicy))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as executor:
+        return dict(zip(ordered, executor.map(run_job, ordered, chunksize=4)))
+
+
+def print_scenario(scenario, seeds, outcomes):
     """One table: every policy on SCENARIO, the worst of SEEDS. Returns {label: worst Outcome}."""
     event = scenario.event[0] if scenario.event else None
     print(f"\n== {scenario.name}")
     header = f"{'algorithm':<42} {'max/ideal':>9} {'spread':>7} {'over cap':>8}"
     print(header + (f" {'sent after':>10}" if event in ("die", "drain") else ""))
     worst_by_label = {}
-    for policy in policies():
-        outcomes = [simulate(scenario, policy, s) for s in seeds]
-        worst = max(outcomes, key=lambda o: o.max_over_ideal)
-        over = max(o.over_capacity for o in outcomes)
-        line = f"{policy.label:<42} {worst.max_over_ideal:>9.2f} {worst.spread:>7.2f} {over:>8d}"
+    for label in MAIN_LABELS:
+        runs = [outcomes[(scenario.name, label, s, "as shipped")] for s in seeds]
+        worst = max(runs, key=lambda o: o.max_over_ideal)
+        over = max(o.over_capacity for o in runs)
+        line = f"{label:<42} {worst.max_over_ideal:>9.2f} {worst.spread:>7.2f} {over:>8d}"
         if event in ("die", "drain"):
-            line += f" {max(o.after_event for o in outcomes):>10d}"
+            line += f" {most(o.after_event for o in runs):>10}"
         print(line)
-        worst_by_label[policy.label] = worst._replace(over_capacity=over)
+        worst_by_label[label] = worst._replace(over_capacity=over)
     return worst_by_label
+
+
+def most(counts):
+    """The largest of COUNTS, or "-" when one is None (no poll followed the event)."""
+    counts = list(counts)
+    return "-" if None in counts else max(counts)
+
+
+def print_balancer(seeds, outcomes):
+    """The balancer table, one block per scenario. Returns {(scenario, label): (worst, mean, over, after)}."""
+    print(
+        f"\n== the central balancer: ltsp_loadbalancer.pool.Pool on the simulation's clock, seeds {seeds} "
+        "(max/ideal worst and mean)"
+    )
+    print("xN: N replicas sharing nothing, each polling with its own phase, each client asking one at random")
+    print("(every client asks all: LB_BALANCER names the three, the first answer is used, each counts its own);")
+    print("before/after poll: logins sent to the dead or drained server before / after the chooser's next poll")
+    figures = {}
+    for name in BALANCER_SCENARIOS:
+        event = SCENARIOS_BY_NAME[name].event
+        print(f"\n{name:<42} {'worst':>6} {'mean':>6} {'over cap':>8}" + (" before/after poll" if event else ""))
+        for label, policy in BALANCER_ROWS:
+            runs = [outcomes[(name, policy.label, s, "as shipped")] for s in seeds]
+            values = [o.max_over_ideal for o in runs]
+            worst, mean = max(values), sum(values) / len(values)
+            over = max(o.over_capacity for o in runs)
+            line = f"{label:<42} {worst:>6.3f} {mean:>6.3f} {over:>8d}"
+            after = None
+            if event:
+                before, after = max(o.before_poll for o in runs), most(o.after_event for o in runs)
+                line += f" {before:>10d} / {after}"
+            print(line)
+            figures[(name, label)] = (worst, mean, over, after)
+    return figures
+
+
+def balancer_verdicts(figures):
+    """The balancer's targets, for each rule at POLL_SECONDS: (rule, [verdict lines])."""
+    verdicts = []
+    for rule, _pool_class in RULES:
+        lines = []
+        for replicas, target in BALANCER_TARGETS.items():
+            label = balancer_label(POLL_SECONDS, replicas, rule)
+            for name in BALANCER_SCENARIOS[:2]:
+                worst, _mean, over, _after = figures[(name, label)]
+                lines.append(
+                    f"x{replicas} {name} max/ideal {worst:.3f} <= {target:.2f}: "
+                    + ("ok" if worst <= target else "MISSED")
+                )
+            over = max(figures[(name, label)][2] for name in BALANCER_SCENARIOS)
+            lines.append(f"x{replicas} no session over capacity: " + ("ok" if over == 0 else f"MISSED ({over})"))
+            after = [figures[(name, label)][3] for name in BALANCER_SCENARIOS[2:]]
+            lines.append(
+                f"x{replicas} logins to the dead/drained server after the next poll {most(after)} (0): "
+                + ("ok" if after == [0] * len(after) else "MISSED")
+            )
+        verdicts.append((rule, lines))
+    return verdicts
 
 
 def main(argv):
     seed = int(argv[argv.index("--seed") + 1]) if "--seed" in argv else 2026
+    workers = int(argv[argv.index("--jobs") + 1]) if "--jobs" in argv else min(os.cpu_count() or 1, 8)
     quick = "--quick" in argv
     started = time.perf_counter()
     seeds = [seed] if quick else [seed, seed + 100, seed + 200]
+    ablation_seeds = seeds if quick else [seed + 100 * n for n in range(10)]
+    balancer_seeds = seeds if quick else [seed + 100 * n for n in range(5)]
+    jobs = [(s.name, label, n, "as shipped") for s in SCENARIOS for label in MAIN_LABELS for n in seeds]
+    jobs += [
+        (name, DEFAULT_ALGORITHM + " (default)", n, d) for name in TARGETS for n in ablation_seeds for d in DAEMONS
+    ]
+    jobs += [
+        (name, p.label, n, "as shipped")
+        for name in BALANCER_SCENARIOS
+        for _l, p in BALANCER_ROWS
+        for n in balancer_seeds
+    ]
+    outcomes = run_jobs(jobs, workers)
     print(
         f"login storm: 30 servers (capacity x4 from smallest to largest), 1,400 logins, "
         f"sample reuse {SAMPLE_SECONDS:g} s, login {LOGIN_SECONDS[0]:g}-{LOGIN_SECONDS[1]:g} s, "
@@ -412,7 +686,7 @@ def main(argv):
     default = f"{DEFAULT_ALGORITHM} (default)"
     verdicts = []
     for scenario in SCENARIOS:
-        table = print_scenario(scenario, seeds)
+        table = print_scenario(scenario, seeds, outcomes)
         ours, herd = table[default], table["best-rated"]
         ratio = herd.max_over_ideal / ours.max_over_ideal
         print(f"ratio: best-rated herding / {DEFAULT_ALGORITHM}, max/ideal: {ratio:.2f}x")
@@ -423,26 +697,18 @@ def main(argv):
                 + ("ok" if ours.max_over_ideal <= target else "MISSED")
             )
         verdicts.append(f"{scenario.name} no session over capacity: " + ("ok" if ours.over_capacity == 0 else "MISSED"))
-    ablation_seeds = seeds if quick else [seed + 100 * n for n in range(10)]
     print(
         f"\n== what makes {DEFAULT_ALGORITHM} work: the daemon's fresh figures "
         f"(max/ideal over {len(ablation_seeds)} seeds, worst / mean)"
     )
-    variants = (
-        ("as shipped", DAEMON),
-        ("logins in progress not counted", DAEMON._replace(counts_logins_in_progress=False)),
-        ("samples reused 2 s", DAEMON._replace(sample_seconds=2.0)),
-    )
     print(f"{'daemon':<34} " + " ".join(f"{name:>15}" for name in TARGETS))
-    default_policy = Policy(default, our_policy(DEFAULT_ALGORITHM), None)
-    for label, daemon in variants:
+    for daemon in DAEMONS:
         cells = []
         for name in TARGETS:
-            values = [
-                simulate(SCENARIOS_BY_NAME[name], default_policy, s, daemon).max_over_ideal for s in ablation_seeds
-            ]
+            values = [outcomes[(name, default, n, daemon)].max_over_ideal for n in ablation_seeds]
             cells.append(f"{max(values):.2f} / {sum(values) / len(values):.2f}")
-        print(f"{label:<34} " + " ".join(f"{cell:>15}" for cell in cells))
+        print(f"{daemon:<34} " + " ".join(f"{cell:>15}" for cell in cells))
+    figures = print_balancer(balancer_seeds, outcomes)
     print("\n== mac-hash: share of clients moved")
     print(f"{'change':<20} {'rendezvous':>10} {'hash-mod-N':>10} {'ideal':>6}")
     for label, ours, mod_n in mac_hash_movement(2000 if quick else 10000, random.Random(seed)):
@@ -451,7 +717,15 @@ def main(argv):
     print(f"\ntargets for {DEFAULT_ALGORITHM}:")
     for verdict in verdicts:
         print(f"  {verdict}")
-    print(f"({time.perf_counter() - started:.1f} s)")
+    for rule, lines in balancer_verdicts(figures):
+        print(f"targets for the balancer, POLL_SECONDS {POLL_SECONDS:g}, {rule}:")
+        for line in lines:
+            print(f"  {line}")
+    print(
+        f"({time.perf_counter() - started:.1f} s, {workers} worker processes)"
+        if workers > 1
+        else f"({time.perf_counter() - started:.1f} s)"
+    )
     return 1 if "--strict" in argv and any(v.endswith("MISSED") for v in verdicts) else 0
 
 
