@@ -26,8 +26,10 @@ ltsp_server_advertise.rating. Only time, servers and clients are simulated:
   POLL_SECONDS (2, the default, and 30) what each daemon's last sample says,
   with 1 replica or 3 that share nothing (each with its own poll phase; each
   client asks one at random, or all three at once as get_hosts does when
-  LB_BALANCER names them), with pool.py's rule (two-choice after accounting)
-  and least-full-first after accounting (LeastFullPool, here only); beside
+  LB_BALANCER names them), with pool.py's rule (least full first after
+  accounting, pending logins scaled by the share estimate), the same without
+  the share estimate (AloneAssumedPool) and get_hosts' two-choice after
+  accounting (TwoChoicePool), both here only; beside
   it get_hosts probing alone and X2Go's broker as it runs (it sees only its
   last poll). For a server that dies or is drained: logins sent there before
   and after the chooser's next poll.
@@ -278,11 +280,35 @@ BALANCER_DEFAULTS = balancer_config.SCHEMA.defaults()  # POLL_SECONDS, LOGIN_WIN
 BALANCER_LIMITS = Limits(max_response_ms=None, max_load=None, skip_swapping=True)
 
 
-class LeastFullPool(Pool):
-    """The rule to compare with: least full after accounting first, no random draws (benchmark only)."""
+class TwoChoicePool(Pool):
+    """The rule to compare with: get_hosts' two-choice on the accounted figures (benchmark only).
 
-    def _two_choice(self, ranked, tier, allowed):
-        return ranked
+    Two servers drawn by capacity, the one less full after this login first,
+    then the others least full first.
+    """
+
+    def choose(self, now, among=None):
+        order = []
+        for tier in (choose.PREFERRED, choose.LAST_RESORT):
+            ranked = [key[2] for key in self._ranked[tier] if among is None or key[2] in among]
+            if len(ranked) >= 2:
+                weights = [choose.capacity_of(self.servers[index].stats) for index in ranked]
+                first = self.rng.choices(range(len(ranked)), weights=weights)[0]
+                weights[first] = 0.0
+                second = self.rng.choices(range(len(ranked)), weights=weights)[0]
+                winner = ranked.pop(min(first, second))  # ranked is least full first
+                ranked.insert(0, winner)
+            order.extend(ranked)
+        if order:
+            self.hand_out(order[0], now)
+        return order
+
+
+class AloneAssumedPool(Pool):
+    """The Pool without its share estimate: each balancer counts its own hand-outs once (benchmark only)."""
+
+    def _estimate_share(self, results, now):
+        pass
 
 
 class UncountedPool(Pool):
@@ -526,7 +552,11 @@ POLL_SECONDS = BALANCER_DEFAULTS.poll_seconds
 # The balancer's targets (issue 11): max/ideal by replica count, in both storms, at POLL_SECONDS.
 BALANCER_TARGETS = {1: 1.03, 3: 1.06}
 BALANCER_SCENARIOS = ("storm 60 s", "burst 10 s", "server dies at 30 s", "server drained at 30 s")
-RULES = (("two-choice (pool.py)", Pool), ("least-full", LeastFullPool))
+RULES = (
+    ("least-full + share (pool.py)", Pool),
+    ("least-full, no share", AloneAssumedPool),
+    ("two-choice", TwoChoicePool),
+)
 
 
 def balancer_rows():
@@ -540,10 +570,9 @@ def balancer_rows():
             for rule, pool_class in RULES:
                 label = balancer_label(poll_seconds, replicas, rule)
                 rows.append((label, BalancerPolicy(label, poll_seconds, replicas, pool_class)))
-    for rule, pool_class in RULES:
-        label = f"{POLL_SECONDS:g} s x3, every client asks all, {rule.split()[0]}"
-        rows.append((label, BalancerPolicy(label, POLL_SECONDS, 3, pool_class, ask_all=True)))
-    label = f"{POLL_SECONDS:g} s x1, accounting off, two-choice"
+    label = f"{POLL_SECONDS:g} s x3, every client asks all, pool.py"
+    rows.append((label, BalancerPolicy(label, POLL_SECONDS, 3, Pool, ask_all=True)))
+    label = f"{POLL_SECONDS:g} s x1, accounting off, pool.py"
     rows.append((label, BalancerPolicy(label, POLL_SECONDS, 1, UncountedPool)))
     return rows
 

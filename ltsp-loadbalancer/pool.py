@@ -3,29 +3,38 @@
 No I/O and no clock of its own (every method takes ``now``), so the tests
 and benchmarks/login_storm.py drive it with a fake clock.
 
-Rules:
+Rules (docs/placement.md measures them):
 
 - Each server of SERVERS keeps its latest probe result (stats or Down) and
   when it was taken (``taken_at``, the poll time less the document's
   sample age).
 - **Login accounting.** A login handed out counts on its server at once: its
-  rating drops by one and its sessions grow by one for every choice made
-  after it. It stays counted until the server's own figures show it (a later
-  sample, taken after the hand-out, whose sessions grew: each session more
-  than the previous sample settles the oldest pending login) or until
+  rating drops and its sessions grow for every choice made after it. It
+  stays counted until the server's own figures show it (a later sample,
+  taken after the hand-out, whose sessions grew: our share of that growth
+  settles as many of the oldest pending logins) or until
   LOGIN_WINDOW_SECONDS pass (the client never logged in).
-- Choosing uses get_hosts' own rules on the accounted figures: every server
-  is judged by ``choose.assess`` (Down, Drain, Swapped, too loaded, too slow
-  are skipped; a rating of 0 after accounting makes it a last resort), and
-  the order is get_hosts' default, two-choice: two servers drawn by capacity,
-  the one less full after this login first, then the others least full first.
-  Two replicas that share nothing still spread a storm evenly: each one's
-  draws are independent, and each counts its own hand-outs, so neither sends
-  its next login to the server it just filled (docs/placement.md measures
-  it against least-full-first, which herds replicas).
+- **Other balancers.** Two or three balancers may run side by side and share
+  nothing. Each one measures how many sessions the pool gained over its last
+  SHARE_WINDOW_POLLS polls against the logins it handed out itself in that time
+  (shifted by VISIBLE_AFTER_SECONDS, the time a login takes to show in a
+  sample): the ratio, ``share_scale``, is about the number of balancers when
+  clients split evenly, and it follows an uneven split or a balancer that
+  stopped by itself, with no configuration. Each pending login then counts
+  ``share_scale`` times: the logins the other balancers hand out meanwhile
+  land where ours do, since they choose from the same figures by the same
+  rule. Alone, the ratio stays near 1 and is taken as 1 (below ALONE_BELOW).
+- **The choice**, with get_hosts' own rules on the accounted figures: every
+  server is judged by ``choose.assess`` (Down, Drain, Swapped, too loaded,
+  too slow are skipped; a rating of 0 after accounting makes it a last
+  resort), and the usable ones are ordered least full after this login
+  first (``choose.fullness_after_one_more``), ties at random. get_hosts
+  draws two at random because each thin client is blind to the others'
+  choices; the balancer sees every login it hands out, so its accounted
+  view is exact between polls and a random draw would only add noise
+  (two-choice here: 1.035 against 1.012 in the 60 s storm).
 - Speed: verdicts are computed once per poll; each login re-ranks only the
-  server it was handed to. A login costs O(log n) plus one join of the
-  names, not a sort of the pool.
+  server it was handed to (O(log n)), then the names are joined.
 - A request may restrict the pool to servers it names; servers the balancer
   does not know are ignored (never contacted: the balancer polls only its
   own SERVERS).
@@ -34,7 +43,6 @@ Rules:
 from __future__ import annotations
 
 import bisect
-import itertools
 import operator
 from collections import deque, namedtuple
 
@@ -45,6 +53,14 @@ Limits = namedtuple("Limits", "max_response_ms max_load skip_swapping")
 Limits.__doc__ = "The filters of choose.assess (get_hosts' LB_MAX_RESPONSE_MS, LB_MAX_LOAD, LB_SKIP_SWAPPING)."
 
 DEFAULT_LIMITS = Limits(None, None, True)
+# The share estimate (see the rules): a login shows in a sample taken about
+# this long after it was handed out (the client connects in well under a
+# second, the daemon samples every second).
+VISIBLE_AFTER_SECONDS = 1.0
+SHARE_WINDOW_POLLS = 5  # the window of the estimate: 10 s at POLL_SECONDS 2, longer for slower polls
+MIN_OWN_FOR_SHARE = 10  # fewer hand-outs in the window say nothing about a share
+ALONE_BELOW = 1.4  # alone, timing noise moves the ratio by a few tenths
+MAX_SHARE_SCALE = 8.0
 # Distinct request words remembered by Pool.known (a site's clients name one pool).
 KNOWN_CACHE_WORDS = 4096
 _INDEX = operator.itemgetter(2)  # a ranking key's server index
@@ -60,7 +76,7 @@ class Server:
         self.result = None  # get_hosts.probe.ProbeResult, None before the first poll
         self.taken_at = None  # when the latest document's sample was taken
         self.pending = deque()  # hand-out times of logins not yet in the server's figures
-        self.handed_out = deque()  # hand-out times in the last HISTORY_SECONDS (the status page)
+        self.handed_out = deque()  # hand-out times in the last history_seconds (the status page)
         self.verdict = None
         self.key = None  # this server's place in its tier's ranking
 
@@ -68,12 +84,12 @@ class Server:
     def stats(self):
         return None if self.result is None else self.result.stats
 
-    def accounted(self):
-        """The latest stats with the pending logins counted in (None when Down)."""
+    def accounted(self, scale=1.0):
+        """The latest stats with the pending logins counted in, each SCALE times (None when Down)."""
         stats = self.stats
         if stats is None or not self.pending:
             return stats
-        extra = len(self.pending)
+        extra = len(self.pending) * scale
         return stats._replace(
             rating=max(0.0, stats.rating - extra),
             sessions=(stats.sessions or 0) + extra,
@@ -85,19 +101,19 @@ class Pool:
 
     def __init__(self, entries, rng, limits=DEFAULT_LIMITS, login_window_seconds=30.0, history_seconds=300.0):
         self.servers = [Server(entry) for entry in entries]
+        self.names = [server.entry.host for server in self.servers]
         self.rng = rng
         self.limits = limits
         self.login_window_seconds = login_window_seconds
         self.history_seconds = history_seconds
         self.polled_at = None
-        self._tie = itertools.count()
+        self.share_scale = 1.0
+        self._recent = deque()  # our hand-out times, for the share estimate
+        self._growth = deque()  # (poll time, sessions the pool gained since the poll before)
         # Per tier (PREFERRED, LAST_RESORT): sorted [(fullness, tiebreak, index)].
         self._ranked = {choose.PREFERRED: [], choose.LAST_RESORT: []}
-        self._by_name = {}
-        self._capacity = [0.0] * len(self.servers)
         self._known_words = {}
-        self.names = [server.entry.host for server in self.servers]
-        self._cumulative = []
+        self._by_name = {}
         for index, server in enumerate(self.servers):
             self._by_name.setdefault(server.entry.host.lower(), []).append(index)
 
@@ -105,6 +121,7 @@ class Pool:
 
     def update(self, results, now):
         """A poll's results (one ProbeResult per server, pool order) arrived at NOW."""
+        self._estimate_share(results, now)
         for server, result in zip(self.servers, results):
             self._settle_pending(server, result, now)
             server.result = result
@@ -113,15 +130,37 @@ class Pool:
         self.polled_at = now
         self.rerank(now)
 
+    def _estimate_share(self, results, now):
+        """share_scale: the sessions the pool gained for each login we handed out (see the rules)."""
+        grown = 0
+        for server, result in zip(self.servers, results):
+            old, new = server.stats, result.stats
+            if old is not None and new is not None:
+                grown += (new.sessions or 0) - (old.sessions or 0)
+        growth, recent = self._growth, self._recent
+        growth.append((now, grown))
+        while len(growth) > SHARE_WINDOW_POLLS + 1:
+            growth.popleft()
+        while recent and recent[0] < growth[0][0] - VISIBLE_AFTER_SECONDS:
+            recent.popleft()
+        if len(growth) < 2:
+            return
+        start, end = growth[0][0] - VISIBLE_AFTER_SECONDS, now - VISIBLE_AFTER_SECONDS
+        own = bisect.bisect_right(recent, end) - bisect.bisect_right(recent, start)
+        if own >= MIN_OWN_FOR_SHARE:
+            ratio = sum(grown for _when, grown in list(growth)[1:]) / own
+            self.share_scale = min(MAX_SHARE_SCALE, ratio) if ratio >= ALONE_BELOW else 1.0
+
     def _settle_pending(self, server, result, now):
         """Drop the pending logins the new document shows, and those past the login window."""
         old, new = server.stats, result.stats
         if new is not None and old is not None and server.pending:
             grown = (new.sessions or 0) - (old.sessions or 0)
+            ours = -(-grown // self.share_scale) if grown > 0 else 0  # our share of the growth, rounded up
             sample_time = now - new.sample_age_ms / 1000.0
-            while grown > 0 and server.pending and server.pending[0] <= sample_time:
+            while ours > 0 and server.pending and server.pending[0] <= sample_time:
                 server.pending.popleft()
-                grown -= 1
+                ours -= 1
         self._expire(server, now)
 
     def _expire(self, server, now):
@@ -136,6 +175,7 @@ class Pool:
         self._unrank(index)
         server.pending.append(now)
         server.handed_out.append(now)
+        self._recent.append(now)
         self._rank(index)
 
     # --- ranking --------------------------------------------------------------------
@@ -148,9 +188,6 @@ class Pool:
             self._expire(server, now)
             server.key = None
             self._rank(index)
-        # Capacities for the two-choice draws: fixed between polls (accounting changes fullness, not size).
-        self._capacity = [0.0 if server.key is None else choose.capacity_of(server.stats) for server in self.servers]
-        self._cumulative = list(itertools.accumulate(self._capacity))
 
     def _rank(self, index):
         server = self.servers[index]
@@ -158,13 +195,13 @@ class Pool:
         if result is None:
             server.verdict = None
             return
-        accounted = server.accounted()
+        accounted = server.accounted(self.share_scale)
         if accounted is not result.stats:
             result = result._replace(stats=accounted)
         server.verdict = choose.assess(result, self.limits)
         if server.verdict.tier is choose.SKIPPED:
             return
-        server.key = (choose.fullness_after_one_more(accounted), next(self._tie), index)
+        server.key = (choose.fullness_after_one_more(accounted), self.rng.random(), index)
         bisect.insort(self._ranked[server.verdict.tier], server.key)
 
     def _unrank(self, index):
@@ -211,51 +248,12 @@ class Pool:
         order = []
         for tier in (choose.PREFERRED, choose.LAST_RESORT):
             if allowed is None:
-                ranked = list(map(_INDEX, self._ranked[tier]))
+                order.extend(map(_INDEX, self._ranked[tier]))
             else:
-                ranked = [key[2] for key in self._ranked[tier] if key[2] in allowed]
-            order.extend(self._two_choice(ranked, tier, allowed))
+                order.extend(key[2] for key in self._ranked[tier] if key[2] in allowed)
         if order:
             self.hand_out(order[0], now)
         return order
-
-    def _two_choice(self, ranked, tier, allowed):
-        """RANKED (least full first) with the better of two capacity-weighted draws moved first."""
-        if len(ranked) < 2:
-            return ranked
-        first = self._draw(ranked, tier, allowed, None)
-        second = self._draw(ranked, tier, allowed, first)
-        servers = self.servers
-        winner = first if servers[first].key < servers[second].key else second
-        place = ranked.index(winner)
-        return [winner, *ranked[:place], *ranked[place + 1 :]]
-
-    def _draw(self, ranked, tier, allowed, other):
-        """One server of RANKED drawn with probability proportional to its capacity, OTHER excluded.
-
-        Draws from the whole pool's capacities (computed once per poll) and
-        retries a few times when the server is not a candidate: O(log n) in
-        the usual case; a small restricted pool falls back to weights over
-        its own candidates.
-        """
-        servers, cumulative = self.servers, self._cumulative
-        if cumulative and cumulative[-1] > 0:
-            for _ in range(8):
-                index = bisect.bisect_right(cumulative, self.rng.random() * cumulative[-1])
-                index = min(index, len(servers) - 1)
-                server = servers[index]
-                if (
-                    index != other
-                    and server.key is not None
-                    and server.verdict.tier == tier
-                    and (allowed is None or index in allowed)
-                ):
-                    return index
-        candidates = [index for index in ranked if index != other]
-        weights = [self._capacity[index] for index in candidates]
-        if not any(weights):
-            return self.rng.choice(candidates)
-        return self.rng.choices(candidates, weights=weights)[0]
 
     def usable(self):
         return sum(len(tier) for tier in self._ranked.values())

@@ -97,20 +97,42 @@ def test_skipped_servers_are_never_named(result_of_b, label):
     assert pool.servers[1].verdict.label == label
 
 
-def test_two_choice_draws_by_capacity_and_keeps_the_rest_least_full_first():
+def test_between_polls_logins_fill_servers_by_capacity_least_full_first():
     pool_entries = entries("small", "big", "mid")
     pool = Pool(pool_entries, random.Random(7))
+    pool.update(
+        [up(pool_entries[0], capacity=10), up(pool_entries[1], capacity=40), up(pool_entries[2], capacity=20)],
+        now=0.0,
+    )
     firsts = Counter()
-    for _ in range(3000):
-        pool.update(
-            [up(pool_entries[0], capacity=10), up(pool_entries[1], capacity=40), up(pool_entries[2], capacity=20)],
-            now=0.0,
-        )
-        order = pool.choose(now=0.0)
-        firsts[order[0]] += 1
+    for _ in range(70):
+        order = pool.choose(now=0.1)
         assert sorted(order) == [0, 1, 2]
-    # Empty servers: the first login goes by capacity, 10:40:20.
-    assert firsts[1] > firsts[2] > firsts[0] > 0
+        firsts[order[0]] += 1
+    # 70 logins and no new figures: exactly 10:40:20, as full as each other.
+    assert firsts == {0: 10, 1: 40, 2: 20}
+
+
+def test_two_balancers_see_each_others_logins_in_the_growth_and_count_theirs_twice():
+    a, b = pool_entries = entries("a", "b")
+    pool = Pool(pool_entries, random.Random(1))
+    pool.update([up(a, capacity=100), up(b, capacity=100)], now=0.0)
+    sessions = {0: 0, 1: 0}
+    for second in range(1, 12):
+        for i in range(10):  # 10 logins a second from us...
+            index = pool.choose(now=second - 1 + i / 10)[0]
+            sessions[index] += 2  # ...and as many from another balancer, landing alike
+        results = [up(e, sessions=sessions[n], capacity=100, sample_age_ms=0) for n, e in enumerate(pool_entries)]
+        pool.update(results, now=float(second) + 1.0)  # the figures show logins a second late
+    assert 1.7 <= pool.share_scale <= 2.3
+    alone = Pool(pool_entries, random.Random(1))
+    alone.update([up(a, capacity=100), up(b, capacity=100)], now=0.0)
+    for second in range(1, 12):
+        for i in range(10):
+            alone.choose(now=second - 1 + i / 10)
+        counts = [len(s.handed_out) for s in alone.servers]
+        alone.update([up(e, sessions=counts[n], capacity=100) for n, e in enumerate(pool_entries)], now=second + 1.0)
+    assert alone.share_scale == 1.0
 
 
 def test_a_request_restricted_to_some_servers_gets_only_those_and_never_unknown_ones():
