@@ -5,7 +5,10 @@ ltsp-server-advertise daemon with its own config: app1 as shipped, app2 with
 WEIGHT 200, app3 drained, app4 dead (nothing listens there). Then get_hosts,
 the real command a thin client runs, reads a real lts.conf naming that pool
 and chooses: its --status table, each algorithm over 20 logins, --explain,
-and a live drain with SIGHUP. Nothing leaves loopback.
+and a live drain with SIGHUP. Then the central balancer, ltsp-loadbalancer
+on 127.0.1.10:8377, polling the same four: get_hosts asks it first and
+prints its answer (one request instead of one per server), and when it is
+stopped, get_hosts probes the pool itself. Nothing leaves loopback.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SERVERS = {  # name: (address, config lines or None for a dead host)
     "app4": ("127.0.1.4", None),
 }
 LOGINS = 20
+BALANCER = ("127.0.1.10", 8377)
 
 
 def heading(text):
@@ -68,6 +72,47 @@ def start_daemons(workdir):
         if config is not None:
             wait_listening(address)
     return daemons
+
+
+def start_balancer(workdir):
+    """ltsp-loadbalancer polling the demo's pool every second; waits for its first poll."""
+    conf = workdir / "balancer.conf"
+    servers = " ".join(f"{address}:{PORT}" for address, _config in SERVERS.values())
+    conf.write_text(f"SERVERS = {servers}\nPOLL_SECONDS = 1\n")
+    conf.chmod(0o644)
+    address, port = BALANCER
+    command = [sys.executable, "-m", "ltsp_loadbalancer", "--config", str(conf), "--listen", f"{address}:{port}"]
+    balancer = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(BALANCER, timeout=0.5) as sock:
+                sock.sendall(b"GET /v1/hosts HTTP/1.0\r\n\r\n")
+                if sock.recv(12).startswith(b"HTTP/1.1 200"):
+                    return balancer
+        except OSError:
+            pass
+        time.sleep(0.1)
+    balancer.kill()
+    raise SystemExit("demo: ltsp-loadbalancer did not answer")
+
+
+def show_balancer(lts_conf):
+    """get_hosts through the balancer: its view, its answers, and the fallback once it is stopped."""
+    address, port = BALANCER
+    env = {"LB_BALANCER": f"{address}:{port}"}
+    out, err = get_hosts(lts_conf, "--status", **env)
+    show(f"LB_BALANCER={address}:{port} get_hosts --status   # one request: the balancer's view", out)
+    out, err = get_hosts(lts_conf, "--explain", **env)
+    show(f"LB_BALANCER={address}:{port} get_hosts --explain", err + out)
+    firsts = collections.Counter()
+    for _login in range(LOGINS):
+        out, _err = get_hosts(lts_conf, "--first", **env)
+        firsts[out.strip()] += 1
+    names = {address: name for name, (address, _c) in SERVERS.items()}
+    counts = "  ".join(f"{names.get(host, host)} {firsts[host]:>2}" for host in sorted(firsts))
+    print(f"  {LOGINS} logins through the balancer, first choice: {counts}")
+    print("  (it counts each login it hands out, so logins spread by capacity before any server's figures move)")
 
 
 def get_hosts(lts_conf, *args, **env):
@@ -133,6 +178,17 @@ def main():
             heading("get_hosts --explain: why each server was kept or skipped")
             out, err = get_hosts(lts_conf, "--explain")
             show("get_hosts --explain", err + out)
+
+            heading("the central balancer: ltsp-loadbalancer on 127.0.1.10:8377, LB_BALANCER in lts.conf")
+            balancer = start_balancer(workdir)
+            try:
+                show_balancer(lts_conf)
+            finally:
+                balancer.terminate()
+                balancer.wait(timeout=10)
+            heading("the balancer stopped: get_hosts probes the pool itself, no login waits for it")
+            out, err = get_hosts(lts_conf, "--explain", LB_BALANCER=f"{BALANCER[0]}:{BALANCER[1]}")
+            show(f"LB_BALANCER={BALANCER[0]}:{BALANCER[1]} get_hosts --explain", err + out)
 
             heading("drain app2 live: STATE = drain, then SIGHUP (no restart)")
             conf = workdir / "app2.conf"

@@ -74,11 +74,14 @@ def test_a_login_that_never_came_expires_after_the_window():
 def test_accounting_turns_a_full_server_into_a_last_resort():
     a, b = pool_entries = entries("a", "b")
     pool = Pool(pool_entries, random.Random(1))
-    pool.update([up(a, sessions=8, capacity=10), up(b, sessions=0, capacity=100)], now=0.0)
-    orders = [pool.choose(now=0.1) for _ in range(200)]
-    # a has 2 places; once they are handed out, a comes after b every time.
-    assert sum(order[0] == 0 for order in orders) <= 2
-    assert pool.servers[0].verdict.label == "Busy" and orders[-1] == [1, 0]
+    pool.update([up(a, sessions=9, capacity=10), up(b, sessions=99, capacity=100)], now=0.0)
+    assert pool.servers[0].verdict.label == "Idle"
+    pool.hand_out(0, now=0.1)  # a's last place
+    assert pool.servers[0].verdict.label == "Busy"
+    assert pool.choose(now=0.2) == [1, 0]  # b has room (rating 1): a only after it
+    # Now both are full: the overflow still fills them evenly (a:b = 10:100), not all into one.
+    overflow = Counter(pool.choose(now=0.3)[0] for _ in range(110))
+    assert 9 <= overflow[0] <= 11 and overflow[0] + overflow[1] == 110, overflow
 
 
 @pytest.mark.parametrize(
