@@ -17,19 +17,23 @@ Rules:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures.thread  # noqa: F401 (run_in_executor imports it late: after the drop it may be unreadable)
 import logging
 import signal
 import sys
-import traceback
 from time import monotonic
 
-from ltsp_lbcore import __version__, listeners, privileges
+from ltsp_lbcore import listeners, privileges
 from ltsp_lbcore.allow import AllowList
-from ltsp_lbcore.errors import ConfigError, ServiceError
-from ltsp_lbcore.service import check_config_readable, reload_config, setup_logging
+from ltsp_lbcore.service import (
+    check_config_readable,
+    listening_sockets,
+    load_with_overrides,
+    reload_config,
+    run_main,
+    service_parser,
+)
 
 from . import config
 from .balancer import Balancer
@@ -45,40 +49,21 @@ SPARE_FILE_DESCRIPTORS = 64
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="The central balancer of LTSP load balancing: polls every application server's\n"
+    parser = service_parser(
+        PROG,
+        "The central balancer of LTSP load balancing: polls every application server's\n"
         "ltsp-server-advertise and answers each login with one HTTP request (GET /v1/hosts),\n"
         "counting the logins it hands out. get_hosts asks it first (LB_BALANCER).",
-        epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + config.SCHEMA.render_key_list(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--listen",
-        action="append",
-        metavar="ADDR",
-        help="address to listen on: host:port, [v6addr]:port or :port; repeat for more. Overrides LISTEN.",
-    )
-    parser.add_argument(
-        "--config",
-        default=config.DEFAULT_CONFIG_PATH,
-        metavar="FILE",
-        help=f"config file (default {config.DEFAULT_CONFIG_PATH}; a missing file means the defaults)",
+        config.SCHEMA,
+        config.DEFAULT_CONFIG_PATH,
     )
     parser.add_argument("--servers", metavar='"H1 H2:377 ..."', help="the application servers; overrides SERVERS")
-    parser.add_argument("--debug", action="store_true", help="log debug messages; tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
 
 def load_config(args):
     """The config file with --listen and --servers applied over it. ConfigError when one is bad."""
-    loaded = config.SCHEMA.load(args.config)
-    if args.listen:
-        loaded = config.SCHEMA.override(loaded, "LISTEN", " ".join(args.listen), "--listen")
-    if args.servers is not None:
-        loaded = config.SCHEMA.override(loaded, "SERVERS", args.servers, "--servers")
-    return loaded
+    return load_with_overrides(config.SCHEMA, args, [("SERVERS", "--servers")])
 
 
 def _describe(settings):
@@ -127,11 +112,7 @@ async def serve(args, balancer, sockets):
 
 def run(args):
     settings = load_config(args)
-    sockets = listeners.from_systemd()
-    if sockets:
-        log.info("socket activation: %d listening socket(s) from systemd; LISTEN is not used", len(sockets))
-    else:
-        sockets = listeners.bind_all(settings.listen)
+    sockets = listening_sockets(settings.listen)
     balancer = Balancer(settings)
     privileges.drop_to(settings.user, settings.path)
     check_config_readable(settings.path)
@@ -140,15 +121,7 @@ def run(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging(PROG, args.debug)
-    try:
-        return run(args)
-    except ServiceError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+    return run_main(PROG, build_parser().parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -17,14 +17,17 @@ Rules:
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-import traceback
 
-from ltsp_lbcore import __version__, listeners, privileges
-from ltsp_lbcore.errors import ConfigError, ServiceError
-from ltsp_lbcore.service import check_config_readable, setup_logging
+from ltsp_lbcore import listeners, privileges
+from ltsp_lbcore.service import (
+    check_config_readable,
+    listening_sockets,
+    load_with_overrides,
+    run_main,
+    service_parser,
+)
 
 from . import config
 from .advertisement import Advertisement
@@ -38,38 +41,20 @@ SPARE_FILE_DESCRIPTORS = 64
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Answer every TCP connection with one XML document of this server's load, then close\n"
+    parser = service_parser(
+        PROG,
+        "Answer every TCP connection with one XML document of this server's load, then close\n"
         "(see docs/PROTOCOL.md). get_hosts on the thin clients reads it to choose a server.",
-        epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + config.SCHEMA.render_key_list(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--listen",
-        action="append",
-        metavar="ADDR",
-        help="address to listen on: host:port, [v6addr]:port or :port; repeat for more. "
-        "Overrides LISTEN of the config file.",
-    )
-    parser.add_argument(
-        "--config",
-        default=config.DEFAULT_CONFIG_PATH,
-        metavar="FILE",
-        help=f"config file (default {config.DEFAULT_CONFIG_PATH}; a missing file means the defaults)",
+        config.SCHEMA,
+        config.DEFAULT_CONFIG_PATH,
     )
     parser.add_argument("--once", action="store_true", help="print the document to stdout and exit")
-    parser.add_argument("--debug", action="store_true", help="log debug messages; tracebacks on errors")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     return parser
 
 
 def load_config(args):
     """The config file, with --listen applied over it. ConfigError when either is bad."""
-    loaded = config.SCHEMA.load(args.config)
-    if args.listen:
-        loaded = config.SCHEMA.override(loaded, "LISTEN", " ".join(args.listen), "--listen")
-    return loaded
+    return load_with_overrides(config.SCHEMA, args)
 
 
 def serve(args):
@@ -87,13 +72,7 @@ def serve(args):
         sys.stdout.flush()
         return 0
 
-    sockets = listeners.from_systemd()
-    if sockets:
-        log.info(
-            "socket activation: %d listening socket(s) from systemd; LISTEN and --listen are not used", len(sockets)
-        )
-    else:
-        sockets = listeners.bind_all(settings.listen)
+    sockets = listening_sockets(settings.listen)
     # One sample before the drop as well: it loads every module and codec the
     # collection needs while they are still readable (a Python installed
     # under /root is not, for nobody); the sample served is taken after it.
@@ -111,15 +90,7 @@ def serve(args):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    setup_logging(PROG, args.debug)
-    try:
-        return serve(args)
-    except ServiceError as error:
-        if args.debug:
-            traceback.print_exc()
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+    return run_main(PROG, build_parser().parse_args(argv), serve)
 
 
 if __name__ == "__main__":

@@ -98,3 +98,77 @@ def check_config_readable(path):
             user,
             error.strerror,
         )
+
+
+# --- the command line both services share ----------------------------------------------
+
+
+def service_parser(prog, description, schema, default_config_path):
+    """argparse parser with the options both services take: --listen, --config, --debug, --version."""
+    import argparse
+
+    from ltsp_lbcore import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Config file keys (KEY = VALUE, reloaded on SIGHUP):\n" + schema.render_key_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help="address to listen on: host:port, [v6addr]:port or :port; repeat for more. "
+        "Overrides LISTEN of the config file.",
+    )
+    parser.add_argument(
+        "--config",
+        default=default_config_path,
+        metavar="FILE",
+        help=f"config file (default {default_config_path}; a missing file means the defaults)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log debug messages; tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    return parser
+
+
+def load_with_overrides(schema, args, overrides=()):
+    """The config file ARGS.config, then --listen and each (KEY, option) of OVERRIDES given on the command line."""
+    loaded = schema.load(args.config)
+    if args.listen:
+        loaded = schema.override(loaded, "LISTEN", " ".join(args.listen), "--listen")
+    for key, option in overrides:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is not None:
+            loaded = schema.override(loaded, key, value, option)
+    return loaded
+
+
+def listening_sockets(addresses):
+    """The sockets systemd handed over, else ADDRESSES bound now (as root, before the drop)."""
+    from ltsp_lbcore import listeners
+
+    sockets = listeners.from_systemd()
+    if sockets:
+        log.info(
+            "socket activation: %d listening socket(s) from systemd; LISTEN and --listen are not used", len(sockets)
+        )
+        return sockets
+    return listeners.bind_all(addresses)
+
+
+def run_main(prog, args, run):
+    """RUN(ARGS) with logging set up; a ServiceError is one ``prog: error:`` line, exit 2 (config) or 1."""
+    import traceback
+
+    from ltsp_lbcore.errors import ConfigError
+
+    setup_logging(prog, args.debug)
+    try:
+        return run(args)
+    except ServiceError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
