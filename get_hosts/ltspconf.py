@@ -484,33 +484,14 @@ class _Lexer:
 
     def _skip_braces(self, pos):
         """Past the '}' that closes a '${' (POS is just after it)."""
-        src, depth = self.src, 1
-        while pos < len(src):
-            c = src[pos]
-            if c == "\\":
-                pos += 2
-                continue
-            if c in "'\"":
-                pos = self._skip_quoted(pos)
-                continue
-            if c == "`":
-                pos = self._skip_backquote(pos + 1)
-                continue
-            if src.startswith("${", pos):
-                depth += 1
-                pos += 1
-            elif src.startswith("$(", pos):
-                pos = self._skip_parens(pos + 2)
-                continue
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    return pos + 1
-            pos += 1
-        raise _Unterminated("unterminated ${")
+        return self._skip_nested(pos, "${", "}", "unterminated ${")
 
     def _skip_parens(self, pos):
         """Past the ')' that closes a '$(' (POS is just after it); $(( )) nests the same way."""
+        return self._skip_nested(pos, "(", ")", "unterminated $(")
+
+    def _skip_nested(self, pos, opening, closing, unterminated):
+        """Past the CLOSING that ends a nesting (POS is just inside it), over quotes, backquotes and $( )."""
         src, depth = self.src, 1
         while pos < len(src):
             c = src[pos]
@@ -523,14 +504,19 @@ class _Lexer:
             if c == "`":
                 pos = self._skip_backquote(pos + 1)
                 continue
-            if c == "(":
+            if src.startswith(opening, pos):
                 depth += 1
-            elif c == ")":
+                pos += len(opening)
+                continue
+            if opening != "(" and src.startswith("$(", pos):
+                pos = self._skip_parens(pos + 2)
+                continue
+            if c == closing:
                 depth -= 1
                 if depth == 0:
                     return pos + 1
             pos += 1
-        raise _Unterminated("unterminated $(")
+        raise _Unterminated(unterminated)
 
 
 def _literal(word):
