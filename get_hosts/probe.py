@@ -298,6 +298,7 @@ class _PollLoop:
 
     def finish(self, probe, stats=None, error=None):
         self._close(probe)
+        probe.decoder = None
         if stats is not None:
             self.round.answered(probe.index, stats, monotonic())
         else:
@@ -356,7 +357,6 @@ class _PollLoop:
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0 and events & select.POLLOUT:
             probe.phase = READING
-            probe.decoder = wire.Decoder()
             self.poller.modify(sock.fileno(), select.POLLIN)
             return
         self._close(probe)
@@ -375,6 +375,10 @@ class _PollLoop:
         except OSError as error:
             self.finish(probe, error=f"{_os_reason(error)} after {probe.nbytes} bytes")
             return
+        if probe.decoder is None:
+            # Made at the first byte, not at connect: a parser lives only while a document
+            # arrives, not while a thousand servers are being connected to.
+            probe.decoder = wire.Decoder()
         try:
             if data:
                 probe.nbytes += len(data)

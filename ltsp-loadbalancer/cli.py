@@ -46,6 +46,11 @@ log = logging.getLogger(__name__)
 
 # Descriptors besides the clients: listening sockets, one poll's sockets, logging.
 SPARE_FILE_DESCRIPTORS = 64
+# How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms). The poller's
+# and the status page's threads work for tens of ms at 1,000 servers: at 0.5 ms the event loop gets the
+# GIL back within half a millisecond, so a login waits ~1 ms behind them, not ~5
+# (benchmarks/status_page.py measures both).
+SWITCH_INTERVAL_SECONDS = 0.0005
 
 
 def build_parser():
@@ -75,6 +80,7 @@ def _describe(settings):
 
 async def serve(args, balancer, sockets):
     settings = balancer.config
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     poller = Poller(balancer)
     routes, log_function = extra_routes(balancer, poller)
     server = make_server(make_application(balancer, routes, log_function), settings, AllowList(settings.allow))

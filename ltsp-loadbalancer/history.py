@@ -107,26 +107,39 @@ class History:
     # --- reading --------------------------------------------------------------------
 
     def ordered(self, ring):
-        """RING's values oldest first, None where there is no value."""
+        """RING's values oldest first, as bytes (NO_VALUE where there is none)."""
         if self.slot is None:
-            return [None] * self.points
+            return bytes([NO_VALUE]) * self.points
         start = (self.slot + 1) % self.points
-        values = ring[start:] + ring[:start]
-        return [None if value == NO_VALUE else value for value in values]
+        return (ring[start:] + ring[:start]).tobytes()
 
-    def view(self, now):
+    def snapshot(self):
+        """(pool's values, {(host, port): values}) oldest first, as bytes: a copy the caller may keep."""
+        return self.ordered(self.pool), {key: self.ordered(ring) for key, ring in self.series.items()}
+
+    def of(self, host, port):
+        """One server's values oldest first, as a list (None for no value; all None when it has no series)."""
+        ring = self.series.get((host, port))
+        return values_list(bytes([NO_VALUE]) * self.points if ring is None else self.ordered(ring))
+
+    def view(self, now, snapshot=None):
         """The /v1/history document (a dict): every series oldest first, in whole percent, None for no value."""
+        pool, servers = snapshot or self.snapshot()
         return {
             "step_seconds": self.step_seconds,
             "points": self.points,
             "newest_age_seconds": None if self.slot is None else round(now - self.slot * self.step_seconds, 1),
-            "pool": self.ordered(self.pool),
+            "pool": values_list(pool),
             "servers": [
-                {"host": host, "port": port, "fullness": self.ordered(ring)} for (host, port), ring in self.series.items()
+                {"host": host, "port": port, "fullness": values_list(values)}
+                for (host, port), values in servers.items()
             ],
         }
 
-    def of(self, host, port):
-        """One server's values oldest first (all None when it has no series)."""
-        ring = self.series.get((host, port))
-        return [None] * self.points if ring is None else self.ordered(ring)
+
+_VALUES = (*range(NO_VALUE), None)  # a stored byte -> its value
+
+
+def values_list(data):
+    """Stored bytes -> a list of percents, None for no value."""
+    return list(map(_VALUES.__getitem__, data))

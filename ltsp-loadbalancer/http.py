@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 MAX_HEADER_BYTES = 8192
 
 
-class _Handler(tornado.web.RequestHandler):
+class BaseHandler(tornado.web.RequestHandler):
+    """Headers and errors every route shares: no Server header, no caching, no sniffing, plain-text errors."""
+
     def initialize(self, balancer):
         self.balancer = balancer
 
@@ -52,7 +54,7 @@ class _Handler(tornado.web.RequestHandler):
         self.finish(text + "\n")
 
 
-class HostsHandler(_Handler):
+class HostsHandler(BaseHandler):
     """One login: the hosts best first, the first handed out."""
 
     def get(self):
@@ -71,7 +73,7 @@ class HostsHandler(_Handler):
             self.plain(200, line)
 
 
-class PoolHandler(_Handler):
+class PoolHandler(BaseHandler):
     def get(self):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.balancer.pool_view(monotonic()), separators=(",", ":")))

@@ -199,6 +199,14 @@ class _Refused(Exception):
     """Raised inside expat callbacks; turned into ProtocolError by feed()."""
 
 
+class _Spent:
+    """Stands in for the parser of a finished Decoder: any further input is an error."""
+
+    @staticmethod
+    def Parse(data, final):  # noqa: N802 (expat's name)
+        raise _Refused("data after the end of the document")
+
+
 class Decoder:
     """Incremental reader: feed() chunks as they arrive, then close().
 
@@ -257,11 +265,22 @@ class Decoder:
         try:
             self._parser.Parse(data, final)
         except _Refused as error:
+            self._release()
             raise ProtocolError(str(error)) from None
         except expat.ExpatError as error:
+            self._release()
             raise ProtocolError(f"not well-formed XML: {expat.ErrorString(error.code)}") from None
         except (RecursionError, MemoryError, UnicodeError, ValueError) as error:
+            self._release()
             raise ProtocolError(f"unreadable document: {type(error).__name__}") from None
+        if final:
+            self._release()
+
+    def _release(self):
+        """Let the expat parser go now: its handlers point back here, and a cycle waits for the
+        garbage collector (a balancer polling 1,000 servers would hold 1,000 parsers a round)."""
+        self._done = True
+        self._parser = _Spent
 
     def _refuse_doctype(self, *_args):
         raise _Refused("DTDs and entity declarations are not allowed")

@@ -1,0 +1,339 @@
+"""The admin's view at 1,000 servers: the status page, /metrics, and what they cost the logins.
+
+Runs the real programs on loopback: one ltsp-server-advertise process
+listening on 950 addresses (127.1.0.1 to 127.1.3.200, one --listen each,
+all ready), one drained daemon on 30 addresses, one WEIGHT = 200 daemon on
+10, and 10 addresses where nothing listens (Down): 1,000 servers for one
+ltsp-loadbalancer polling them every 2 s (its defaults otherwise).
+``--servers N`` scales the same mix. Then:
+
+- the page in headless Chromium (when /usr/bin/chromium and chromedriver
+  are there): time from navigation to the server's table on screen (the
+  page's own mark after the first frame), and one refresh from /v1/pool
+  (fetch and update of the 1,000 rows, without reloading);
+- ``/`` and ``/metrics`` answer times, and /v1/pool and /v1/history for
+  reference: median and p99 over REQUESTS sequential requests;
+- ``/v1/hosts`` (one login, the whole pool) latency alone, then while a
+  second process fetches ``/`` and ``/metrics`` back to back (the worst
+  case: a scrape always running), then with a realistic admin load (four
+  open pages refreshing from /v1/pool every 2 s and Prometheus scraping
+  every 5 s); ratios to the first;
+- the balancer's RSS at the end (its budget: 80 MiB).
+
+Targets on a 2-core machine with everything on it: page drawn < 1 s;
+``/`` and ``/metrics`` median <= 50 ms; /v1/hosts p99 under the realistic
+admin load within 1.5 x of alone (no visible move). --strict exits 1 when
+one is missed.
+
+    .venv/bin/python benchmarks/status_page.py [--requests 200] [--strict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (\S+):(\d+)$")
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+CONFIGS = {"ready": "", "drain": "STATE = drain\n", "heavy": "WEIGHT = 200\n"}
+
+
+def group_sizes(servers):
+    """How many servers of each kind: 3 % drained, 1 % WEIGHT = 200, 1 % Down, the rest ready."""
+    drain, heavy, down = max(1, servers * 3 // 100), max(1, servers // 100), max(1, servers // 100)
+    return {"ready": servers - drain - heavy - down, "drain": drain, "heavy": heavy, "down": down}
+
+
+TARGET_PAGE_SECONDS = 1.0
+TARGET_ANSWER_MS = 50.0
+TARGET_HOSTS_P99_RATIO = 1.5
+
+# A second process, so that its requests do not share this one's GIL with the measured ones.
+SCRAPER = r"""
+import http.client, sys, time
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+connection = http.client.HTTPConnection(host, port, timeout=30)
+def get(path):
+    connection.request("GET", path)
+    connection.getresponse().read()
+if mode == "continuous":
+    while True:
+        get("/")
+        get("/metrics")
+else:  # pages refreshing every 2 s, Prometheus every 5 s
+    pages, tick = int(mode), 0
+    get("/")
+    while True:
+        for _ in range(pages):
+            get("/v1/pool")
+        if tick % 5 == 0:
+            get("/metrics")
+        if tick % 30 == 0:
+            get("/v1/history")
+        tick += 2
+        time.sleep(2)
+"""
+
+
+class Service:
+    """One of our programs in a subprocess; its addresses come from its "listening on" log lines."""
+
+    def __init__(self, args, sockets):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        self.addresses = []
+        log = []
+        deadline = time.monotonic() + 60
+        while len(self.addresses) < sockets:
+            line = self.proc.stderr.readline().decode(errors="replace")
+            log.append(line)
+            if not line or time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise SystemExit(f"{args[0]} did not start; its log:\n{''.join(log[-10:])}")
+            match = LISTENING.search(line.strip())
+            if match:
+                self.addresses.append(f"{match[1]}:{match[2]}")
+        # Keep reading its log so that it never blocks on a full pipe.
+        self._drain = subprocess.Popen(["cat"], stdin=self.proc.stderr, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._drain.wait(timeout=5)
+
+    def rss_mib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def addresses(first_octet, count, start=0):
+    """COUNT loopback addresses 127.FIRST_OCTET.x.y, from the START-th on."""
+    return [f"127.{first_octet}.{i // 250}.{i % 250 + 1}" for i in range(start, start + count)]
+
+
+def percentile(values, fraction):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def timed_gets(connection, path, count):
+    """Seconds of COUNT sequential GETs of PATH on one keep-alive connection."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        times.append(time.perf_counter() - started)
+        assert response.status in (200, 503), (path, response.status)
+    return times
+
+
+def describe(times):
+    return f"median {statistics.median(times) * 1000:6.1f} ms, p99 {percentile(times, 0.99) * 1000:6.1f} ms"
+
+
+def wait_for_polls(connection, count, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        connection.request("GET", "/v1/pool")
+        pool = json.loads(connection.getresponse().read())
+        if pool["polls"] >= count:
+            return pool
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the balancer finished {pool['polls']} polls in {timeout} s")
+        time.sleep(0.2)
+
+
+def browser_figures(url, loads, servers):
+    """(seconds to the whole table drawn and to the first paint, per load; seconds of one refresh), or None.
+
+    None when Chromium or chromedriver is missing.
+    """
+    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
+        return None
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,900"):
+        options.add_argument(argument)
+    if os.geteuid() == 0:
+        options.add_argument("--no-sandbox")
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
+    try:
+        drawn, first = [], []
+        for _ in range(loads):
+            driver.get(url)
+            body = driver.find_element("tag name", "body")
+            deadline = time.monotonic() + 30
+            while body.get_attribute("data-drawn-ms") is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            drawn.append(float(body.get_attribute("data-drawn-ms")) / 1000)
+            paint = "return performance.getEntriesByName('first-contentful-paint').map(e => e.startTime)"
+            first.extend(value / 1000 for value in driver.execute_script(paint))
+            rows = driver.execute_script("return document.querySelectorAll('#servers tr').length")
+            assert rows == servers, rows
+        deadline = time.monotonic() + 30
+        while body.get_attribute("data-refresh-ms") is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        refresh = float(body.get_attribute("data-refresh-ms")) / 1000
+        return drawn, first, refresh
+    finally:
+        driver.quit()
+
+
+def run(args):
+    conf_dir = Path(tempfile.mkdtemp(prefix="status-page-bench-"))
+    conf_dir.chmod(0o755)
+    started, reserved, servers = [], [], []
+    try:
+        first_octet = 1
+        offset = 0
+        sizes = group_sizes(args.servers)
+        for role, text in CONFIGS.items():
+            count = sizes[role]
+            conf = conf_dir / f"{role}.conf"
+            conf.write_text(text)
+            conf.chmod(0o644)
+            listen = [f"{address}:0" for address in addresses(first_octet, count, offset)]
+            offset += count
+            args_ = ["ltsp_server_advertise.cli", "--config", str(conf)]
+            args_ += [arg for address in listen for arg in ("--listen", address)]
+            daemon = Service(args_, len(listen))
+            started.append(daemon)
+            servers += daemon.addresses
+        for address in addresses(first_octet, sizes["down"], offset):
+            sock = socket.socket()
+            sock.bind((address, 0))  # bound, never listening: refused, and the port stays ours
+            reserved.append(sock)
+            servers.append(f"{address}:{sock.getsockname()[1]}")
+        conf = conf_dir / "balancer.conf"
+        conf.write_text("")
+        conf.chmod(0o644)
+        balancer = Service(
+            ["ltsp_loadbalancer", "--config", str(conf), "--listen", "127.0.0.1:0", "--servers", " ".join(servers)], 1
+        )
+        started.append(balancer)
+        host, port = balancer.addresses[0].rsplit(":", 1)
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        pool = wait_for_polls(connection, 2)
+        states = {}
+        for server in pool["servers"]:
+            states[server["state"]] = states.get(server["state"], 0) + 1
+        print(
+            f"pool: {len(pool['servers'])} servers ({', '.join(f'{n} {s}' for s, n in sorted(states.items()))}); "
+            f"one daemon on {sizes['ready']} addresses, one drained on {sizes['drain']}, "
+            f"one WEIGHT = 200 on {sizes['heavy']}, {sizes['down']} Down"
+        )
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+        poll = re.search(r"^ltsp_balancer_poll_duration_seconds (\S+)$", text, re.M)
+        print(f"one poll of the {args.servers:,}: {float(poll[1]):.2f} s" if poll else "one poll: not reported yet")
+        print(f"balancer RSS after two polls: {balancer.rss_mib():.1f} MiB")
+        results = {}
+
+        figures = browser_figures(f"http://{host}:{port}/", 5, args.servers)
+        if figures is None:
+            print("page in Chromium: skipped (/usr/bin/chromium or /usr/bin/chromedriver missing)")
+        else:
+            drawn, first, refresh = figures
+            results["page"] = statistics.median(drawn)
+            print(
+                f"page in headless Chromium: whole table drawn {statistics.median(drawn):.2f} s after navigation "
+                f"(median of {len(drawn)}, worst {max(drawn):.2f} s), first rows painted at "
+                f"{statistics.median(first):.2f} s; one refresh from /v1/pool {refresh * 1000:.0f} ms"
+            )
+
+        print(f"balancer RSS after the browser: {balancer.rss_mib():.1f} MiB")
+        connection.close()  # idle past CLIENT_TIMEOUT_SECONDS while the browser ran: the balancer closed it
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        for path in ("/", "/metrics", "/v1/pool", "/v1/history"):
+            connection.request("GET", path)
+            size = len(connection.getresponse().read())
+            times = timed_gets(connection, path, args.requests)
+            results[path] = statistics.median(times) * 1000
+            print(f"GET {path:<12} {describe(times)}  ({size / 1024:.0f} KiB, {args.requests} requests)")
+
+        print(f"balancer RSS after the admin routes: {balancer.rss_mib():.1f} MiB")
+        logins = http.client.HTTPConnection(host, int(port), timeout=30)
+        alone = timed_gets(logins, "/v1/hosts", args.logins)
+        print(f"GET /v1/hosts alone:                {describe(alone)}  ({args.logins} logins)")
+        for label, mode in (("continuous", "continuous"), ("admin load", "4")):
+            scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, host, port, mode])
+            try:
+                time.sleep(1.0)
+                busy = timed_gets(logins, "/v1/hosts", args.logins)
+            finally:
+                scraper.terminate()
+                scraper.wait()
+            ratio_median = statistics.median(busy) / statistics.median(alone)
+            ratio_p99 = percentile(busy, 0.99) / percentile(alone, 0.99)
+            results[label] = ratio_p99
+            what = {
+                "continuous": "with / and /metrics back to back",
+                "admin load": "with 4 pages open, scraped at 5 s",
+            }[label]
+            print(f"GET /v1/hosts {what}: {describe(busy)}  ratio median x{ratio_median:.2f}, p99 x{ratio_p99:.2f}")
+        results["rss"] = balancer.rss_mib()
+        print(f"balancer RSS at the end: {results['rss']:.1f} MiB (budget 80 MiB)")
+        logins.close()
+        connection.close()
+        return results
+    finally:
+        for service in reversed(started):
+            service.stop()
+        for sock in reserved:
+            sock.close()
+        shutil.rmtree(conf_dir, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", type=int, default=1000, help="servers in the pool (default 1,000; at most 60,000)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per admin route (default 200)")
+    parser.add_argument("--logins", type=int, default=2000, help="logins per /v1/hosts run (default 2000)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args()
+    started = time.monotonic()
+    results = run(args)
+    missed = []
+    if results.get("page", 0) >= TARGET_PAGE_SECONDS:
+        missed.append(f"page drawn in {results['page']:.2f} s (target < {TARGET_PAGE_SECONDS:g} s)")
+    for path in ("/", "/metrics"):
+        if results[path] > TARGET_ANSWER_MS:
+            missed.append(f"{path} median {results[path]:.1f} ms (target <= {TARGET_ANSWER_MS:g} ms)")
+    if results["admin load"] > TARGET_HOSTS_P99_RATIO:
+        ratio = results["admin load"]
+        missed.append(f"/v1/hosts p99 x{ratio:.2f} under admin load (target <= x{TARGET_HOSTS_P99_RATIO})")
+    if results["rss"] > 80:
+        missed.append(f"RSS {results['rss']:.1f} MiB (budget 80 MiB)")
+    verdict = "all met" if not missed else "MISSED: " + "; ".join(missed)
+    print(f"targets: {verdict} ({time.monotonic() - started:.0f} s)")
+    return 1 if missed and args.strict else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""GET /metrics as Prometheus reads it: a real balancer polling real daemons, parsed by prometheus_client.
+
+The pool is tests/test_statuspage.py's RealPool: one ready daemon, one
+drained, one with WEIGHT = 200, one address where nothing listens. The
+exposition is parsed with prometheus_client.parser, as a scraper would.
+The collector is also fed in-process with known documents, to check
+values that real daemons on a shared machine cannot pin down.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from fakeservers import stats as fake_stats
+from ltsp_loadbalancer import config, metrics
+from ltsp_loadbalancer.balancer import Balancer
+from prometheus_client.parser import text_string_to_metric_families
+from test_statuspage import RealPool
+
+from get_hosts.probe import ProbeResult
+
+ROOT = Path(__file__).resolve().parent.parent
+LABEL_NAMES = {"server", "state", "result", "handler", "code", "version", "le"}
+
+
+@pytest.fixture(scope="module")
+def shared_pool():
+    with RealPool() as pool:
+        yield pool
+
+
+def scrape(pool, accept=None):
+    answer = pool.get("/metrics", headers={"Accept": accept} if accept else None)
+    assert answer.status == 200
+    return answer
+
+
+def families(text):
+    return {family.name: family for family in text_string_to_metric_families(text)}
+
+
+def samples(family, name=None, **labels):
+    """{labels tuple (sorted, without the ones given): value} of FAMILY's samples named NAME that match LABELS."""
+    found = {}
+    for sample in family.samples:
+        if name is not None and sample.name != name:
+            continue
+        if all(sample.labels.get(key) == value for key, value in labels.items()):
+            rest = tuple(sorted((k, v) for k, v in sample.labels.items() if k not in labels))
+            found[rest] = sample.value
+    return found
+
+
+def by_server(family, name=None, **labels):
+    """{server label: value} for a per-server family."""
+    return {dict(key)["server"]: value for key, value in samples(family, name, **labels).items()}
+
+
+def host(pool, role):
+    return pool.names[role].rsplit(":", 1)[0]
+
+
+def name(pool, role):
+    return pool.names[role]
+
+
+# --- a real balancer -----------------------------------------------------------------------------------
+
+
+def test_every_server_with_its_state_and_figures(shared_pool):
+    shared_pool.wait_for_pool(lambda p: p["polls"] >= 2)
+    answer = scrape(shared_pool)
+    assert answer.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    found = families(answer.body.decode("utf-8"))
+    names = shared_pool.names
+    assert by_server(found["ltsp_server_up"]) == {
+        names["ready"]: 1,
+        names["drain"]: 1,
+        names["heavy"]: 1,
+        names["down"]: 0,
+    }
+    # One series per server, labelled with its state.
+    states = {dict(key)["server"]: dict(key)["state"] for key in samples(found["ltsp_server_state"], None)}
+    assert states[names["drain"]] == "Drain" and states[names["down"]] == "Down"
+    assert states[names["ready"]] in ("Idle", "Busy") and states[names["heavy"]] in ("Idle", "Busy")
+    assert set(states) == set(names.values())
+    assert all(sample.value == 1 for sample in found["ltsp_server_state"].samples)
+    capacity = by_server(found["ltsp_server_capacity_sessions"])
+    assert capacity[names["heavy"]] == pytest.approx(2 * capacity[names["ready"]], rel=0.01)
+    # Unknown figures of a Down server are absent, not 0.
+    assert names["down"] not in capacity and names["down"] not in by_server(found["ltsp_server_sessions"])
+    assert by_server(found["ltsp_server_rating_sessions"])[names["drain"]] == 0
+    ages = by_server(found["ltsp_server_sample_age_seconds"])
+    assert set(ages) == {names["ready"], names["drain"], names["heavy"]}
+    assert all(0 <= age < 5 for age in ages.values())
+    servers = {dict(k)["state"]: v for k, v in samples(found["ltsp_balancer_servers"]).items()}
+    assert servers["Drain"] == 1 and servers["Down"] == 1 and servers["Idle"] + servers["Busy"] == 2
+    assert samples(found["ltsp_balancer_build_info"])  # the version label
+    assert found["process_resident_memory_bytes"].samples[0].value > 0
+
+
+def test_counters_follow_logins_fallbacks_and_poll_errors(shared_pool):
+    before = families(scrape(shared_pool).body.decode("utf-8"))
+    for _ in range(5):
+        assert shared_pool.get("/v1/hosts").status == 200
+    drained_and_down = f"{host(shared_pool, 'drain')}+{host(shared_pool, 'down')}"
+    for _ in range(2):
+        assert shared_pool.get(f"/v1/hosts?servers={drained_and_down}").status == 503
+    assert shared_pool.get("/v1/hosts", data=b"servers=unknown.example").status == 503
+    shared_pool.wait_for_pool(lambda p: p["polls"] >= 3)
+    after = families(scrape(shared_pool).body.decode("utf-8"))
+
+    def delta(family, sample, **labels):
+        old, new = samples(before[family], sample, **labels), samples(after[family], sample, **labels)
+        return {key: value - old.get(key, 0) for key, value in new.items()}
+
+    handed = delta("ltsp_server_logins_handed_out", "ltsp_server_logins_handed_out_total")
+    handed = {dict(k)["server"]: v for k, v in handed.items()}
+    assert sum(handed.values()) == 5
+    assert handed[name(shared_pool, "drain")] == 0 and handed[name(shared_pool, "down")] == 0
+    answers = {dict(k)["result"]: v for k, v in delta("ltsp_balancer_answers", "ltsp_balancer_answers_total").items()}
+    assert answers == {"ok": 5, "no_usable_server": 2, "unknown_servers": 1}
+    assert delta("ltsp_balancer_fallbacks", "ltsp_balancer_fallbacks_total") == {(): 3}
+    errors = by_server(after["ltsp_server_poll_errors"], "ltsp_server_poll_errors_total")
+    assert errors[name(shared_pool, "down")] >= 3
+    assert errors[name(shared_pool, "ready")] == errors[name(shared_pool, "heavy")] == 0
+    assert after["ltsp_balancer_polls"].samples[0].value >= 3
+    requests = delta("ltsp_balancer_http_requests", "ltsp_balancer_http_requests_total", handler="/v1/hosts")
+    assert requests == {(("code", "200"),): 5, (("code", "503"),): 3}
+    # The latency histogram: every /v1/hosts request observed once, buckets cumulative.
+    histogram = after["ltsp_balancer_http_request_duration_seconds"]
+    count = delta(
+        "ltsp_balancer_http_request_duration_seconds",
+        "ltsp_balancer_http_request_duration_seconds_count",
+        handler="/v1/hosts",
+    )
+    assert count == {(): 8}
+    buckets = samples(histogram, "ltsp_balancer_http_request_duration_seconds_bucket", handler="/v1/hosts")
+    ordered = [value for _key, value in sorted(buckets.items(), key=lambda item: float(dict(item[0])["le"]))]
+    assert (
+        ordered == sorted(ordered)
+        and ordered[-1]
+        == samples(histogram, "ltsp_balancer_http_request_duration_seconds_count", handler="/v1/hosts")[()]
+    )
+    assert 0 < samples(histogram, "ltsp_balancer_http_request_duration_seconds_sum", handler="/v1/hosts")[()] < 8
+
+
+def test_scanner_paths_do_not_grow_the_series(shared_pool):
+    for path in ("/wp-login.php", "/a/b/c", "/v1/hosts/../x"):
+        shared_pool.get(path)
+    found = families(scrape(shared_pool).body.decode("utf-8"))
+    handlers = {s.labels["handler"] for s in found["ltsp_balancer_http_requests"].samples}
+    assert handlers <= {*metrics.HANDLERS, metrics.OTHER}
+    assert "other" in handlers
+
+
+def test_exposition_follows_prometheus_conventions(shared_pool):
+    text = scrape(shared_pool).body.decode("utf-8")
+    found = families(text)
+    ours = {name for name in found if name.startswith("ltsp_")}
+    assert set(found) - ours <= {name for name in found if name.startswith("process_")}
+    declared = {name for name, *_ in metrics.METRICS}
+    exposed = {f"{name}_total" if found[name].type == "counter" else name for name in ours}
+    assert exposed == declared
+    for family in found.values():
+        for sample in family.samples:
+            assert set(sample.labels) <= LABEL_NAMES, sample
+            if family.type == "counter" and not sample.name.endswith("_created"):
+                assert sample.name.endswith("_total"), sample
+    for name, kind, labels, _help in metrics.METRICS:
+        family = found[name.removesuffix("_total")]
+        assert family.type == kind, name
+        label_sets = {frozenset(s.labels) - {"le"} for s in family.samples}
+        assert label_sets == {frozenset(labels)}, (name, label_sets)
+    # Units last: seconds, never milliseconds.
+    assert not re.search(r"^ltsp_\w*_ms", text, re.M)
+
+
+def test_openmetrics_when_the_scraper_asks(shared_pool):
+    answer = scrape(shared_pool, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert answer.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert answer.body.endswith(b"# EOF\n")
+
+
+# --- the collector in-process, with known documents ----------------------------------------------------
+
+
+def test_collector_reads_the_balancer_at_scrape_time():
+    settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", "app1 app2:4000 gone", "test")
+    balancer = Balancer(settings)
+    registry = metrics.Metrics(balancer, clock=lambda: 100.0)
+    found = families(registry.render()[0].decode())
+    assert by_server(found["ltsp_server_up"]) == {"app1": 0, "app2:4000": 0, "gone": 0}
+    assert "ltsp_balancer_last_poll_age_seconds" not in found  # no poll yet: absent, not 0
+
+    entries = balancer.entries
+    results = [
+        ProbeResult(entries[0], fake_stats(sessions=4, capacity=24.0, rating=20.0, sample_age_ms=1500), 2.5, None),
+        ProbeResult(entries[1], fake_stats(state="drain", sessions=10, capacity=12.0, rating=0.0), 40.0, None),
+        ProbeResult(entries[2], None, None, "connect failed: Connection refused"),
+    ]
+    balancer.polled(entries, results, 100.0)
+    line, _reason = balancer.hosts(None, 100.0)
+    assert line == "app1"
+    found = families(registry.render()[0].decode())
+    assert by_server(found["ltsp_server_sessions"]) == {"app1": 4, "app2:4000": 10}
+    assert by_server(found["ltsp_server_capacity_sessions"]) == {"app1": 24, "app2:4000": 12}
+    assert by_server(found["ltsp_server_pending_logins"]) == {"app1": 1, "app2:4000": 0, "gone": 0}
+    assert by_server(found["ltsp_server_sample_age_seconds"]) == {"app1": 1.5, "app2:4000": 0.05}
+    states = {dict(key)["server"]: dict(key)["state"] for key in samples(found["ltsp_server_state"])}
+    assert states == {"app1": "Idle", "app2:4000": "Drain", "gone": "Down"}
+    handed = by_server(found["ltsp_server_logins_handed_out"], "ltsp_server_logins_handed_out_total")
+    assert handed == {"app1": 1, "app2:4000": 0, "gone": 0}
+    errors = by_server(found["ltsp_server_poll_errors"], "ltsp_server_poll_errors_total")
+    assert errors == {"app1": 0, "app2:4000": 0, "gone": 1}
+
+    # A reload that drops a server keeps its counters (they never go back) and drops its gauges.
+    balancer.reconfigure(config.SCHEMA.override(settings, "SERVERS", "app2:4000", "test"), 101.0)
+    found = families(registry.render()[0].decode())
+    assert set(by_server(found["ltsp_server_up"])) == {"app2:4000"}
+    assert by_server(found["ltsp_server_logins_handed_out"], "ltsp_server_logins_handed_out_total")["app1"] == 1
+
+
+def test_two_balancers_in_one_process_do_not_share_series():
+    settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", "a b", "test")
+    one, two = metrics.Metrics(Balancer(settings)), metrics.Metrics(Balancer(settings))
+    one.latency.labels("/").observe(0.01)
+    count = "ltsp_balancer_http_request_duration_seconds_count"
+    assert samples(
+        families(one.render()[0].decode())["ltsp_balancer_http_request_duration_seconds"], count, handler="/"
+    ) == {(): 1}
+    assert samples(
+        families(two.render()[0].decode())["ltsp_balancer_http_request_duration_seconds"], count, handler="/"
+    ) == {(): 0}
+
+
+# --- the docs and the dashboard name what is exposed ---------------------------------------------------
+
+
+def test_the_docs_table_lists_every_metric():
+    text = (ROOT / "docs" / "status-page.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(ltsp_\w+)`", text, re.M))
+    assert documented == {name for name, *_ in metrics.METRICS}
+
+
+def test_the_grafana_dashboard_uses_only_exposed_metrics():
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())]
+    assert exprs
+    used = set(re.findall(r"\b((?:ltsp|process)_\w+)", " ".join(exprs)))
+    known = {name for name, *_ in metrics.METRICS} | {"process_resident_memory_bytes", "process_cpu_seconds_total"}
+    histogram = "ltsp_balancer_http_request_duration_seconds"
+    known |= {f"{histogram}_bucket", f"{histogram}_sum", f"{histogram}_count"}
+    assert used <= known, used - known
+    # Every panel reads the dashboard's data source variable, so an import asks for one.
+    assert {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel} == {"${datasource}"}
