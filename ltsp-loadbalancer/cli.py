@@ -82,8 +82,8 @@ async def serve(args, balancer, sockets):
     settings = balancer.config
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     poller = Poller(balancer)
-    routes, log_function = extra_routes(balancer, poller)
-    server = make_server(make_application(balancer, routes, log_function), settings, AllowList(settings.allow))
+    routes, observe = extra_routes(balancer, poller)
+    server = make_server(make_application(balancer, routes, observe), settings, AllowList(settings.allow))
     server.add_sockets(sockets)
     for sock in sockets:
         log.info("listening on %s", listeners.describe(sock))

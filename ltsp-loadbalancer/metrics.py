@@ -20,7 +20,7 @@ Rules:
   happens on the event loop, where the balancer lives; building the
   families and rendering the text, the costly part, may run in a worker
   thread from that copy (``snapshot`` then ``encode``).
-- The request latency histogram is fed by Tornado's log_function, once per
+- The request latency histogram is fed by http.py's observer, once per
   request: a dictionary lookup and one observe.
 
 ``METRICS`` below is the one list of what is exposed; docs/status-page.md
@@ -265,11 +265,11 @@ class Metrics:
         self._latency = {handler: self.latency.labels(handler) for handler in (*HANDLERS, OTHER)}
         self._requests = {}
 
-    def observe_request(self, handler):
-        """Tornado's log_function: count and time one finished request."""
-        route = HANDLERS.get(handler.request.path, OTHER)
-        self._latency[route].observe(handler.request.request_time())
-        key = (route, handler.get_status())
+    def observe(self, path, status, seconds):
+        """Count and time one finished request (every route: http.py calls it)."""
+        route = HANDLERS.get(path, OTHER)
+        self._latency[route].observe(seconds)
+        key = (route, status)
         child = self._requests.get(key)
         if child is None:
             child = self._requests[key] = self.requests.labels(route, str(key[1]))

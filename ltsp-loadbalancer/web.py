@@ -19,8 +19,8 @@ Rules:
   poller's threads. cli.py lowers the GIL switch interval so that the loop
   gets the interpreter back quickly from that thread.
 
-``extra_routes`` also returns the log_function that times every request of
-the application (the /metrics latency histogram).
+``extra_routes`` also returns the observer that counts and times every
+request (the /metrics latency histogram).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class MetricsHandler(_ReadOnlyHandler):
 
 
 def extra_routes(balancer, poller):
-    """(tornado routes, log_function) to add to the API's application."""
+    """(tornado routes to add to the API's application, observe(path, status, seconds) for every request)."""
     options = {
         "balancer": balancer,
         "history": History().attach(balancer),
@@ -108,4 +108,4 @@ def extra_routes(balancer, poller):
         (r"/v1/history", HistoryHandler, options),
         (r"/metrics", MetricsHandler, options),
     ]
-    return routes, options["metrics"].observe_request
+    return routes, options["metrics"].observe

@@ -203,7 +203,7 @@ class _Spent:
     """Stands in for the parser of a finished Decoder: any further input is an error."""
 
     @staticmethod
-    def Parse(data, final):  # noqa: N802 (expat's name)
+    def Parse(data, final):  # expat's name
         raise _Refused("data after the end of the document")
 
 

@@ -252,8 +252,8 @@ def served_in_process():
         def run():
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            routes, log_function = extra_routes(balancer, None)
-            server = tornado.httpserver.HTTPServer(make_application(balancer, routes, log_function))
+            routes, observe = extra_routes(balancer, None)
+            server = tornado.httpserver.HTTPServer(make_application(balancer, routes, observe))
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sock.listen(16)
