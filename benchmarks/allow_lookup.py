@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ltsp_lbcore.allow import AllowList  # noqa: E402
+from ltsp_lbcore.allow import AllowList
 
 HUGE = 200_000
 

@@ -10,7 +10,10 @@ Real processes on loopback, nothing simulated:
 
 Figures (targets in brackets):
 
-- requests/s at most, 200 clients back to back (closed loop);
+- requests/s at most, 200 clients back to back (closed loop), driven by
+  wrk (Debian's, a C load generator: `make bench` installs it as root) so
+  the generator takes little of the second core; with the Python generator
+  below when wrk is missing, and the output says which;
 - p50/p99 latency at a steady 3,000 requests/s from up to 200 clients at
   once (open loop: latency counted from each request's scheduled time, so a
   stall is not hidden) [>= 3,000/s, p99 <= 20 ms];
@@ -33,6 +36,7 @@ import argparse
 import json
 import os
 import selectors
+import shutil
 import socket
 import statistics
 import subprocess
@@ -187,6 +191,32 @@ def run_generator(port, path, rate, seconds):
     }
 
 
+def wrk_ms(text):
+    """wrk's '12.34ms', '1.20s' or '850.00us' in milliseconds."""
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+def run_wrk(port, path, seconds):
+    """Closed loop with wrk, one connection per request as get_hosts makes: (requests/s, p99 ms) or None."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    url = f"http://127.0.0.1:{port}{path}"
+    command = [wrk, "-t1", f"-c{CLIENTS}", f"-d{seconds:g}s", "-H", "Connection: close", "--latency", url]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
+    rate = p99 = None
+    for line in out.splitlines():
+        words = line.split()
+        if line.startswith("Requests/sec:"):
+            rate = float(words[1])
+        elif words[:1] == ["99%"]:
+            p99 = wrk_ms(words[1])
+    return (rate, p99) if rate is not None else None
+
+
 def get_hosts_ms(env, runs=5):
     times = []
     for _ in range(runs):
@@ -230,15 +260,20 @@ def main():
         subset = "+".join(f"{address}:{PORT}" for address in servers[:: max(1, len(servers) // 30)][:30])
         rows = [("whole pool", "/v1/hosts"), ("30 servers named", f"/v1/hosts?servers={subset}")]
         print()
-        print(f"{'request':<18} {'closed loop':>12} {'open loop at 3,000/s':>40}")
+        generator = "wrk" if shutil.which("wrk") else "the Python generator (no wrk here)"
+        print(f"closed loop: {CLIENTS} clients back to back, {generator}; open loop: the Python generator")
+        print(f"{'request':<18} {'closed loop':>22} {'open loop at 3,000/s':>44}")
         results = {}
         for name, path in rows:
-            closed = run_generator(port, path, 0, args.seconds)
+            closed = run_wrk(port, path, args.seconds)
+            if closed is None:
+                generated = run_generator(port, path, 0, args.seconds)
+                closed = (generated["rate"], generated["p99"])
             opened = run_generator(port, path, TARGET_RATE, args.seconds)
-            results[name] = opened
+            results[name] = (closed, opened)
             print(
-                f"{name:<18} {closed['rate']:>8.0f} /s   {opened['rate']:>8.0f} /s  p50 {opened['p50']:6.1f} ms"
-                f"  p99 {opened['p99']:6.1f} ms  errors {opened['errors']}  {opened['statuses']}"
+                f"{name:<18} {closed[0]:>8.0f} /s p99 {closed[1]:6.1f} ms   {opened['rate']:>6.0f} /s"
+                f"  p50 {opened['p50']:6.1f} ms  p99 {opened['p99']:7.1f} ms  errors {opened['errors']}"
             )
         peak = rss_mib(balancer.pid)
         print(f"\nbalancer peak RSS: {peak:.1f} MiB  [<= 80 MiB]")
@@ -252,10 +287,12 @@ def main():
             f"one login as a whole get_hosts process (median of 5): through the balancer {through:.0f} ms, "
             f"probing all {args.servers} itself {probing:.0f} ms (no probing at all: {bare:.0f} ms)"
         )
-        print(f"ratio probing / balancer: {probing / through:.1f}x; above start-up: "
-              f"{(probing - bare) / max(through - bare, 0.1):.0f}x")
-        best = results["whole pool"]
-        met = best["rate"] >= TARGET_RATE * 0.97 and best["p99"] <= 20 and peak <= 80 and poll_cpu <= 10
+        print(
+            f"ratio probing / balancer: {probing / through:.1f}x; above start-up: "
+            f"{(probing - bare) / max(through - bare, 0.1):.0f}x"
+        )
+        (closed_rate, _closed_p99), opened = results["30 servers named"]
+        met = closed_rate >= TARGET_RATE and opened["p99"] <= 20 and peak <= 80 and poll_cpu <= 10
         print("targets: " + ("all met" if met else "NOT all met"))
     finally:
         for process in (balancer, daemon):
