@@ -146,7 +146,15 @@ def test_unknown_algorithm_lists_the_valid_ones():
 
 
 def test_registry_names_match_the_spec():
-    assert set(choose.ALGORITHMS) == {"two-choice", "random", "best-rated", "weighted", "mac-hash", "fixed", "loadbalancer"}
+    assert set(choose.ALGORITHMS) == {
+        "two-choice",
+        "random",
+        "best-rated",
+        "weighted",
+        "mac-hash",
+        "fixed",
+        "loadbalancer",
+    }
     assert set(choose.NO_PROBE) == {"fixed"}
 
 
