@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 
@@ -110,7 +111,7 @@ class Balancer:
                     "capacity": None if stats is None else stats.capacity,
                     "rating": None if stats is None else stats.rating,
                     "pending": len(server.pending),
-                    "handed_out_5min": sum(1 for t in server.handed_out if t >= now - 300),
+                    "handed_out_5min": _count_since(server.handed_out, now - 300),
                     "sample_age_ms": None if server.taken_at is None else round((now - server.taken_at) * 1000),
                     "response_ms": None if server.result is None else server.result.response_ms,
                     "reason": self._reason(server),
@@ -131,3 +132,8 @@ class Balancer:
             return "not polled yet"
         verdict = server.verdict
         return None if verdict is None else verdict.reason
+
+
+def _count_since(times, since):
+    """How many of TIMES (sorted, oldest first) are at or after SINCE: a bisection, not a scan."""
+    return len(times) - bisect.bisect_left(times, since)
