@@ -22,6 +22,7 @@ from get_hosts.errors import GetHostsError
 from get_hosts.identity import Identity
 from get_hosts.ltsconf import Entry, LtsConfError
 from get_hosts.ltspconf import Entries, LtspConfError, looks_like_ltsp_conf, ltsp_conf_entries
+from get_hosts.settings import VARIABLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "ltsp.conf.example")
@@ -509,17 +510,7 @@ def test_ltsp_conf_example_is_shell_as_ltsp_initrd_checks():
 
 # --- The oracle: LTSP's own ini2sh, section_call and eval_ini ------------------------------------
 
-LB_VARIABLES = [
-    "LB_SERVERS",
-    "LB_ALGORITHM",
-    "LB_PORT",
-    "LB_TIMEOUT",
-    "LB_MAX_RESPONSE_MS",
-    "LB_MAX_LOAD",
-    "LB_SKIP_SWAPPING",
-    "LB_BALANCER",
-    "LB_BALANCER_TIMEOUT",
-]
+LB_VARIABLES = [variable.name for variable in VARIABLES]  # get_hosts' own table of LB_* variables
 CONFIG_SH = "usr/share/ltsp/common/ltsp/55-config.sh"
 EXAMPLE_IN_PACKAGE = "usr/share/ltsp/common/ltsp/ltsp.conf"
 # eval_ini picks the client's sections when this holds; the test machine is no LTSP client.
