@@ -27,5 +27,12 @@ def test_demo_runs_and_shows_the_system_at_work():
     # The live drain took app2 out without a restart.
     after_drain = out.split("drain app2 live", 1)[1]
     assert re.search(r"127\.0\.1\.2\s+Drain", after_drain)
+    # The balancer answered, app3 and app4 never named; stopped, get_hosts probed by itself.
+    balancer = out.split("the central balancer", 1)[1].split("the balancer stopped", 1)[0]
+    assert "balancer 127.0.1.10:8377 answered in" in balancer
+    first_choices = next(line for line in balancer.splitlines() if "logins through the balancer" in line)
+    assert "app3" not in first_choices and "app4" not in first_choices, first_choices
+    stopped = out.split("the balancer stopped", 1)[1].split("==", 1)[0]
+    assert "no balancer answered: probing the pool itself" in stopped
     # With every daemon gone, LDM still gets the whole pool.
     assert "127.0.1.1 127.0.1.2 127.0.1.3 127.0.1.4\n" in out.split("every server gone", 1)[1]
