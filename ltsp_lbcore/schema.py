@@ -133,6 +133,16 @@ def user_name(text):
     return text
 
 
+# A value is quoted whole in an error unless it is longer: a SERVERS line of a
+# 1,000-server site is 20 KB, and one error line must stay one readable line.
+MAX_SHOWN_CHARS = 200
+
+
+def _shown(text, quote=True):
+    shown = repr(text) if quote else text
+    return shown if len(shown) <= MAX_SHOWN_CHARS else shown[: MAX_SHOWN_CHARS - 3] + "..."
+
+
 # --- the schema ------------------------------------------------------------------
 
 
@@ -202,7 +212,11 @@ class Schema:
             return self.by_name[name].converter(text)
         except ValueError as error:
             raise ConfigError(
-                f"{where}: invalid value for {name}: {text!r} ({error})", path, lineno, name, text
+                f"{where}: invalid value for {name}: {_shown(text)} ({_shown(str(error), quote=False)})",
+                path,
+                lineno,
+                name,
+                text,
             ) from None
 
     def load(self, path):

@@ -283,3 +283,16 @@ def test_cli_version():
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == "ltsp-server-advertise 0.1.0"
+
+
+def test_a_huge_bad_value_is_still_one_readable_line():
+    # A SERVERS line of a 1,000-server site is 20 KB: the error quotes its start, and the reason whole.
+    from ltsp_loadbalancer import config as balancer_config
+
+    text = "SERVERS = " + " ".join(f"app{i}" for i in range(3000)) + " app7\n"
+    with pytest.raises(ConfigError) as caught:
+        balancer_config.SCHEMA.parse_text(text, "/etc/ltsp/ltsp-loadbalancer.conf")
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 500
+    assert message.startswith("/etc/ltsp/ltsp-loadbalancer.conf:1: invalid value for SERVERS: 'app0 app1 ")
+    assert message.endswith("('app7' is the same server as 'app7')")
