@@ -253,25 +253,26 @@ def _step(ex, events, poller, by_fd, start):
 # --- what get_hosts asks -------------------------------------------------------------
 
 
+def _ask(settings, make_request, limit, accept):
+    """exchange() with every balancer of SETTINGS: (the first accepted Answer or None, explain lines)."""
+    answer, failures = exchange(settings.balancers, make_request, limit, settings.balancer_timeout_ms, accept)
+    return answer, [f"balancer {failure}" for failure in failures]
+
+
 def ask_for_hosts(settings):
     """(names best first, or None; explain lines): one login through the balancers of SETTINGS."""
     pool_names = [entry.name for entry in settings.servers]
     words = [_pool_word(entry) for entry in settings.servers]
+    chosen = {}  # Answer -> the pool names it gives, worked out once
 
     def good(answer):
-        return answer.status == 200 and bool(hosts_from_answer(answer.body, pool_names))
+        chosen[answer] = hosts_from_answer(answer.body, pool_names) if answer.status == 200 else []
+        return bool(chosen[answer])
 
-    answer, failures = exchange(
-        settings.balancers,
-        lambda host: hosts_request(words, host),
-        MAX_HOSTS_ANSWER_BYTES,
-        settings.balancer_timeout_ms,
-        good,
-    )
-    explain = [f"balancer {failure}" for failure in failures]
+    answer, explain = _ask(settings, lambda host: hosts_request(words, host), MAX_HOSTS_ANSWER_BYTES, good)
     if answer is None:
         return None, explain
-    names = hosts_from_answer(answer.body, pool_names)
+    names = chosen[answer]
     explain.append(f"balancer {answer.balancer} answered in {answer.elapsed_ms:.0f} ms: {' '.join(names)}")
     return names, explain
 
@@ -280,50 +281,47 @@ def ask_for_pool(settings):
     """(ProbeResults in pool order from one balancer's /v1/pool, or None; explain lines)."""
     import json
 
-    from get_hosts.probe import ProbeResult
-    from ltsp_lbcore import wire
+    documents = {}  # Answer -> its servers list, parsed once
 
     def good(answer):
-        if answer.status != 200:
-            return False
         try:
-            return isinstance(json.loads(answer.body).get("servers"), list)
+            servers = json.loads(answer.body).get("servers") if answer.status == 200 else None
         except (ValueError, AttributeError):
-            return False
+            servers = None
+        documents[answer] = servers
+        return isinstance(servers, list)
 
-    answer, failures = exchange(
-        settings.balancers,
-        lambda host: request_bytes("GET", "/v1/pool", host),
-        MAX_POOL_ANSWER_BYTES,
-        settings.balancer_timeout_ms,
-        good,
-    )
-    explain = [f"balancer {failure}" for failure in failures]
+    answer, explain = _ask(settings, lambda host: request_bytes("GET", "/v1/pool", host), MAX_POOL_ANSWER_BYTES, good)
     if answer is None:
         return None, explain
     rows = {}
-    for row in json.loads(answer.body)["servers"]:
+    for row in documents[answer]:
         if isinstance(row, dict) and isinstance(row.get("host"), str):
             rows.setdefault((row["host"].lower(), row.get("port")), row)
-    results = []
-    for entry in settings.servers:
-        row = rows.get((entry.host.lower(), entry.port))
-        if row is None:
-            results.append(ProbeResult(entry, None, None, f"not in the SERVERS of balancer {answer.balancer}"))
-            continue
-        try:
-            stats = wire.stats_from_json(row.get("stats"))
-        except wire.ProtocolError as error:
-            reason = row.get("reason") if row.get("stats") is None else f"bad row from the balancer: {error}"
-            results.append(ProbeResult(entry, None, None, str(reason or "down")))
-            continue
-        pending = row.get("pending") if isinstance(row.get("pending"), int) else 0
-        if pending > 0:  # the balancer's accounting: logins it handed out that the figures do not show yet
-            stats = stats._replace(rating=max(0.0, stats.rating - pending), sessions=(stats.sessions or 0) + pending)
-        response_ms = row.get("response_ms") if isinstance(row.get("response_ms"), (int, float)) else None
-        results.append(ProbeResult(entry, stats, response_ms, None))
+    results = [
+        _result_from_row(entry, rows.get((entry.host.lower(), entry.port)), answer) for entry in settings.servers
+    ]
     explain.append(f"the pool as balancer {answer.balancer} sees it ({answer.elapsed_ms:.0f} ms)")
     return results, explain
+
+
+def _result_from_row(entry, row, answer):
+    """The ProbeResult a /v1/pool row stands for, its pending logins counted in; Down when it is missing or bad."""
+    from get_hosts.probe import ProbeResult
+    from ltsp_lbcore import wire
+
+    if row is None:
+        return ProbeResult(entry, None, None, f"not in the SERVERS of balancer {answer.balancer}")
+    try:
+        stats = wire.stats_from_json(row.get("stats"))
+    except wire.ProtocolError as error:
+        reason = row.get("reason") if row.get("stats") is None else f"bad row from the balancer: {error}"
+        return ProbeResult(entry, None, None, str(reason or "down"))
+    pending = row.get("pending") if isinstance(row.get("pending"), int) else 0
+    if pending > 0:  # the balancer's accounting: logins it handed out that the figures do not show yet
+        stats = stats._replace(rating=max(0.0, stats.rating - pending), sessions=(stats.sessions or 0) + pending)
+    response_ms = row.get("response_ms") if isinstance(row.get("response_ms"), (int, float)) else None
+    return ProbeResult(entry, stats, response_ms, None)
 
 
 def _pool_word(entry):

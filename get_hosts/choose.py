@@ -187,10 +187,14 @@ def capacity_of(stats):
     return max(stats.rating + (stats.sessions or 0), 1.0)
 
 
-def fullness_after_one_more(stats):
-    """How full the server would be with this login too: (used + 1) / capacity."""
+def fullness_after_one_more(stats, pending=0.0):
+    """How full the server would be with this login too: (used + PENDING + 1) / capacity.
+
+    PENDING: logins already sent there that its figures do not show yet (the
+    balancer's accounting); they count past full too, where the rating stops at 0.
+    """
     capacity = capacity_of(stats)
-    return (capacity - min(stats.rating, capacity) + 1) / capacity
+    return (capacity - min(stats.rating, capacity) + pending + 1) / capacity
 
 
 def order_two_choice(candidates, rng, client_key=None):

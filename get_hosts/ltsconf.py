@@ -138,15 +138,15 @@ def _tokens(text, path, warnings):
     return tokens
 
 
-def parse_lts_conf(path):
-    """Read PATH and its includes -> LtsConf. Raises LtsConfError."""
+def parse_lts_conf(path, text=None):
+    """Read PATH (TEXT, when the caller has read it already) and its includes -> LtsConf. Raises LtsConfError."""
     conf = LtsConf(path)
     state = {"files": 0}
-    _parse_file(conf, path, None, [], state, None)
+    _parse_file(conf, path, None, [], state, None, text)
     return conf
 
 
-def _parse_file(conf, path, current, stack, state, include_from):
+def _parse_file(conf, path, current, stack, state, include_from, text=None):
     """Add PATH's sections to CONF; CURRENT is the section the include stands in."""
     real = os.path.realpath(path)
     if real in stack:
@@ -157,7 +157,8 @@ def _parse_file(conf, path, current, stack, state, include_from):
     if state["files"] > MAX_FILES:
         src, lineno, name = include_from
         raise LtsConfError(f"{_where(src, lineno)}: more than {MAX_FILES} files included, at {name!r}", src, lineno)
-    text = read_text(path, include_from)
+    if text is None:
+        text = read_text(path, include_from)
     stack = [*stack, real]
     for lineno, token in _tokens(text, path, conf.warnings):
         kind = token[0]

@@ -271,7 +271,7 @@ def _read_conf(environ, lts_conf_path, identity, warnings):
     if ltspconf.looks_like_ltsp_conf(text, default=path.endswith("ltsp.conf")):
         entries, identity = _ltsp_conf_entries(text, path, environ, identity, warnings)
         return entries, path, identity, LTSP20
-    conf = ltsconf.parse_lts_conf(path)
+    conf = ltsconf.parse_lts_conf(path, text)
     warnings.extend(conf.warnings + ltsconf.empty_section_warnings(conf))
     if identity is None and conf.has_client_sections():
         from get_hosts.identity import client_identity

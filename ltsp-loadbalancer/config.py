@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from ltsp_lbcore.hostport import format_host_port, host_key, parse_host_port
+from ltsp_lbcore.hostport import host_key, parse_host_port
 from ltsp_lbcore.numbers import is_plain_decimal
 from ltsp_lbcore.ports import ADVERTISE_PORT, BALANCER_PORT
 from ltsp_lbcore.schema import Key, Schema, choice, listen_addresses, networks, seconds, user_name, whole_number
@@ -48,10 +48,6 @@ def optional_milliseconds(text):
     if text.lower() == "none":
         return None
     return whole_number(1, 3_600_000)(text)
-
-
-def format_servers(entries):
-    return " ".join(format_host_port(host, port) for host, port in entries)
 
 
 _HEADER = """\

@@ -157,19 +157,11 @@ Reading = namedtuple("Reading", "view handed_out poll_errors answers polls round
 Reading.__doc__ = "A copy of the balancer's figures at one scrape: /v1/pool's document and its counters."
 
 
-def families(reading):
-    """The metric families of a Reading (pure: any thread)."""
-    view = reading.view
-    rows = view["servers"]
-    names = [server_label(row["host"], row["port"]) for row in rows]
-    # The balancer counts hand-outs and poll errors by host: named as the server when the host is unique.
-    per_host = Tally(row["host"] for row in rows)
-    by_host = {row["host"]: name for row, name in zip(rows, names) if per_host[row["host"]] == 1}
-
+def _server_gauges(rows, names, counts):
+    """The per-server gauges (up, state, sessions...); COUNTS (state -> servers) is filled on the way."""
     up = _family(GaugeMetricFamily, "ltsp_server_up", SERVER)
     state = _family(GaugeMetricFamily, "ltsp_server_state", ("server", "state"))
     gauges = [(_family(GaugeMetricFamily, metric, SERVER), field, scale) for metric, (field, scale) in _GAUGES.items()]
-    counts = dict.fromkeys(POOL_STATES, 0)
     for row, name in zip(rows, names):
         labels = (name,)
         up.add_metric(labels, 0 if row["stats"] is None else 1)
@@ -185,6 +177,18 @@ def families(reading):
     for family, _field, _scale in gauges:
         yield family
 
+
+def families(reading):
+    """The metric families of a Reading (pure: any thread)."""
+    view = reading.view
+    rows = view["servers"]
+    names = [server_label(row["host"], row["port"]) for row in rows]
+    # The balancer counts hand-outs and poll errors by host: named as the server when the host is unique.
+    per_host = Tally(row["host"] for row in rows)
+    by_host = {row["host"]: name for row, name in zip(rows, names) if per_host[row["host"]] == 1}
+
+    counts = dict.fromkeys(POOL_STATES, 0)
+    yield from _server_gauges(rows, names, counts)
     for metric, tally in (
         ("ltsp_server_logins_handed_out_total", reading.handed_out),
         ("ltsp_server_poll_errors_total", reading.poll_errors),

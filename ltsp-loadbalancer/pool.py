@@ -201,19 +201,9 @@ class Pool:
         server.verdict = choose.assess(result, self.limits)
         if server.verdict.tier is choose.SKIPPED:
             return
-        server.key = (self._fullness_after_one_more(server), self.rng.random(), index)
+        fullness = choose.fullness_after_one_more(server.stats, len(server.pending) * self.share_scale)
+        server.key = (fullness, self.rng.random(), index)
         bisect.insort(self._ranked[server.verdict.tier], server.key)
-
-    def _fullness_after_one_more(self, server):
-        """choose.fullness_after_one_more with the pending logins counted: past full too.
-
-        The accounted rating stops at 0, so it cannot tell a full server with
-        one pending login from one with fifty; the used share can.
-        """
-        stats = server.stats
-        capacity = choose.capacity_of(stats)
-        pending = len(server.pending) * self.share_scale
-        return (capacity - min(stats.rating, capacity) + pending + 1) / capacity
 
     def _unrank(self, index):
         server = self.servers[index]
@@ -265,9 +255,6 @@ class Pool:
         if order:
             self.hand_out(order[0], now)
         return order
-
-    def usable(self):
-        return sum(len(tier) for tier in self._ranked.values())
 
     def down_reason(self, among=None):
         """Why no server (of AMONG, or of the pool) is usable, in get_hosts' words (counts per label)."""

@@ -86,6 +86,20 @@ Rated = namedtuple("Rated", "rating capacity")
 Rated.__doc__ = "rating: spare sessions, >= 0. capacity: sessions held in all, or None. Both WEIGHT applied."
 
 
+def _check_arguments(state, weight, metrics, session_cpu_mhz, session_memory_bytes):
+    """ValueError or TypeError naming the first bad argument and its value.
+
+    Everything is checked, whatever the state, so a bad budget is reported
+    even while draining, not only once the admin sets the server back to ready.
+    """
+    if state not in ADMIN_STATES:
+        raise ValueError(f"state is not one of {', '.join(ADMIN_STATES)} (got {state!r})")
+    _check_budget("session_cpu_mhz", session_cpu_mhz)
+    _check_budget("session_memory_bytes", session_memory_bytes)
+    for name, value in (("weight", weight), *metrics.items()):
+        _check_metric(name, value)
+
+
 def rate(
     *,
     state,
@@ -125,12 +139,6 @@ def rate(
     1 - rating/capacity is how full the server is (clients compare servers of
     different sizes by it, docs/PROTOCOL.md).
     """
-    # Everything is checked first, so a bad budget is reported even while
-    # draining, not only once the admin sets the server back to ready.
-    if state not in ADMIN_STATES:
-        raise ValueError(f"state is not one of {', '.join(ADMIN_STATES)} (got {state!r})")
-    _check_budget("session_cpu_mhz", session_cpu_mhz)
-    _check_budget("session_memory_bytes", session_memory_bytes)
     metrics = dict(
         sessions=sessions,
         cpu_count=cpu_count,
@@ -139,8 +147,7 @@ def rate(
         mem_total_bytes=mem_total_bytes,
         mem_available_bytes=mem_available_bytes,
     )
-    for name, value in (("weight", weight), *metrics.items()):
-        _check_metric(name, value)
+    _check_arguments(state, weight, metrics, session_cpu_mhz, session_memory_bytes)
     halves = _halves(metrics, session_cpu_mhz, session_memory_bytes)
     if not halves:
         return Rated(0.0, None)

@@ -87,6 +87,7 @@ import time
 import psutil
 
 from ltsp_lbcore import wire
+from ltsp_lbcore.ports import SSH_PORT
 
 from .rating import DEFAULT_SESSION_CPU_MHZ, DEFAULT_SESSION_MEMORY_BYTES, rate
 
@@ -94,7 +95,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SESSIONS_DIR = "/run/systemd/sessions"
 # LDM logs in over ssh; its established connections are logins in progress.
-DEFAULT_SSH_PORT = 22
 DEFAULT_SWAP_RATE_THRESHOLD_BYTES_PER_S = 2**20
 MIN_SWAP_WINDOW_SECONDS = 1.0
 # Hostname of last resort: the wire format requires one, and it is only
@@ -290,7 +290,7 @@ class StatsCollector:
         *,
         sessions_dir=DEFAULT_SESSIONS_DIR,
         use_utmp=True,
-        ssh_port=DEFAULT_SSH_PORT,
+        ssh_port=SSH_PORT,
         swap_rate_threshold_bytes_per_s=DEFAULT_SWAP_RATE_THRESHOLD_BYTES_PER_S,
         clock=time.monotonic,
     ):

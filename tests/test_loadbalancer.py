@@ -272,3 +272,10 @@ def test_a_balancer_that_never_answers_costs_at_most_its_timeout(site):
         out, _ms = get_hosts(env, "--explain")
     assert out.stdout == "127.0.9.1\n"
     assert "no answer within 200 ms" in out.stderr
+
+
+def test_hosts_takes_get_and_post_only(conf_dir, procs):
+    conf = write(conf_dir / "b.conf", "SERVERS = 127.0.9.1\n")
+    balancer = procs(Balancer(conf).start())
+    assert balancer.request("PUT", "/v1/hosts", body="servers=127.0.9.1") == (405, "only GET and POST\n")
+    assert balancer.request("GET", "/v1/nowhere")[0] == 404  # everything else goes to Tornado's application
