@@ -21,8 +21,6 @@ Rules (docs/get_hosts.md and SPEC.md say the same):
   needs DNS (then one daemon thread per name, bounded by the same deadline).
 """
 
-from __future__ import annotations
-
 import os
 import select
 import socket

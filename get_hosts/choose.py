@@ -22,12 +22,11 @@ Rules:
   screen is never left without a host); Choice.fallback says why.
 """
 
-from __future__ import annotations
-
 import math
 from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
+from ltsp_lbcore.oldpython import record
 from ltsp_lbcore.states import BUSY, DOWN, DRAINING, IDLE, READY, SWAPPED
 
 # Verdict.tier: PREFERRED and LAST_RESORT servers are usable, SKIPPED are not.
@@ -83,7 +82,7 @@ FILTERS = (
     (BUSY, _too_slow),
 )
 
-Limits = namedtuple("Limits", "max_load max_response_ms skip_swapping", defaults=(None, None, True))
+Limits = record("Limits", "max_load max_response_ms skip_swapping", defaults=(None, None, True))
 Limits.__doc__ = "The filter limits; a settings.Settings works too (same field names)."
 
 

@@ -20,8 +20,6 @@ Rules:
   needs is imported, and late. No argparse: the flags are few.
 """
 
-from __future__ import annotations
-
 import sys
 
 from get_hosts.errors import GetHostsError

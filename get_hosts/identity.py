@@ -16,8 +16,6 @@ lts.conf sections and mac-hash key on these. Rules:
 - Never raises and never sends a packet: whatever cannot be found is None.
 """
 
-from __future__ import annotations
-
 import os
 import socket
 from collections import namedtuple

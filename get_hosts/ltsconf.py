@@ -38,8 +38,6 @@ Nothing here imports more than ``os``: glob names are matched by
 glob_match, not fnmatch, which would import ``re``.
 """
 
-from __future__ import annotations
-
 import os
 from collections import namedtuple
 

@@ -76,8 +76,6 @@ Imports: bisect, collections and get_hosts.ltsconf (Entry, LtsConfError,
 glob_match); no ``re``, so reading ltsp.conf costs a login next to nothing.
 """
 
-from __future__ import annotations
-
 from bisect import bisect_right
 from collections import namedtuple
 

@@ -14,8 +14,6 @@ No I/O here apart from ``mac_hash_key``, which asks this machine for its
 identity (only when the algorithm is mac-hash).
 """
 
-from __future__ import annotations
-
 from collections import namedtuple
 
 from get_hosts import choose

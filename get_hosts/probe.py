@@ -67,8 +67,6 @@ costs a login about the slowest answer plus 75 ms instead of ``LB_TIMEOUT``
 than the slowest of its peers is still waited for.
 """
 
-from __future__ import annotations
-
 import os
 import select
 import socket

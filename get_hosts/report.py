@@ -12,8 +12,6 @@ Rules:
   then the skipped servers in pool order.
 """
 
-from __future__ import annotations
-
 from get_hosts import choose
 
 MAX_REASON_CHARS = 200

@@ -30,12 +30,11 @@ Imports ``collections`` only; os, lts.conf parsing, identity lookups and
 socket (for IPv6 pool entries) are imported when needed.
 """
 
-from __future__ import annotations
-
 from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
 from ltsp_lbcore.numbers import is_plain_decimal, is_plain_whole
+from ltsp_lbcore.oldpython import record
 from ltsp_lbcore.ports import ADVERTISE_PORT
 
 DEFAULT_ALGORITHM = "two-choice"
@@ -48,7 +47,7 @@ ENVIRONMENT = "the environment"
 
 PoolEntry = namedtuple("PoolEntry", "name host port")
 
-Settings = namedtuple(
+Settings = record(
     "Settings",
     "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings "
     "identity balancers balancer_text balancer_timeout_ms conf_format",

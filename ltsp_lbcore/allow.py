@@ -9,8 +9,6 @@ network. 200,000 entries cost what a handful do. The default (everyone)
 costs nothing per client.
 """
 
-from __future__ import annotations
-
 import ipaddress
 
 

@@ -12,7 +12,7 @@ apply, includes and variable meanings belong to the readers. Rules:
   may follow. There are no single quotes and no escapes.
 """
 
-from __future__ import annotations
+from ltsp_lbcore.oldpython import is_ascii
 
 
 class ConfSyntaxError(ValueError):
@@ -31,7 +31,7 @@ ASSIGN = "assign"
 
 def is_key(text):
     """True for a shell-style variable name: letters, digits, _, no leading digit."""
-    return bool(text) and text.isascii() and text.replace("_", "a").isalnum() and not text[0].isdigit()
+    return bool(text) and is_ascii(text) and text.replace("_", "a").isalnum() and not text[0].isdigit()
 
 
 def _value(rest, path, lineno):

@@ -25,8 +25,6 @@ server's own files when seen from outside a chroot. Rules:
 Imports os and stat only.
 """
 
-from __future__ import annotations
-
 import os
 import stat
 

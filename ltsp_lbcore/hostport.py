@@ -35,9 +35,9 @@ Cheap to import (the thin client imports it at every login): collections
 only; socket is imported when an IPv6 address is checked.
 """
 
-from __future__ import annotations
-
 from collections import namedtuple
+
+from ltsp_lbcore.oldpython import is_ascii
 
 HostPort = namedtuple("HostPort", "host port")
 HostPort.__doc__ = "A server: host (no brackets, case as written) and port (int, or the caller's default)."
@@ -138,7 +138,7 @@ def host_problem(host):
 
 def port_problem(text):
     """Why TEXT is not a port (ASCII digits, 1-65535), or None."""
-    if not (text.isascii() and text.isdigit()):
+    if not (is_ascii(text) and text.isdigit()):
         return f"port {_quote(text)} is not a number"
     significant = text.lstrip("0") or "0"
     if len(significant) > 5:  # int() of thousands of digits is slow, and refused past 4300

@@ -19,8 +19,6 @@ Rules:
   nothing when not run by systemd's Type=notify.
 """
 
-from __future__ import annotations
-
 import errno
 import logging
 import os

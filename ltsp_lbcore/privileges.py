@@ -13,8 +13,6 @@ Rules:
 - A user that does not exist is a ConfigError naming the USER key.
 """
 
-from __future__ import annotations
-
 import logging
 import os
 import pwd

@@ -24,8 +24,6 @@ Rules (Radicale's Configuration is the model):
   ValueError whose message says what was expected.
 """
 
-from __future__ import annotations
-
 import logging
 import textwrap
 from collections import namedtuple

@@ -15,8 +15,6 @@ Binding (systemd sockets too) is ``listeners``, the privilege drop
 ltsp-server-advertise and ltsp-loadbalancer share.
 """
 
-from __future__ import annotations
-
 import logging
 import os
 import sys

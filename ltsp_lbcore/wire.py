@@ -12,12 +12,10 @@ This module ships with the thin-client package and must import fast: only
 expat (a C module) and collections, no typing, dataclasses or re.
 """
 
-from __future__ import annotations
-
-from collections import namedtuple
 from xml.parsers import expat
 
 from ltsp_lbcore.numbers import is_plain_decimal
+from ltsp_lbcore.oldpython import is_ascii, record
 from ltsp_lbcore.states import ADMIN_STATES
 
 PROTOCOL_VERSION = 1
@@ -148,7 +146,7 @@ _REQUIRED = tuple(row[0] for row in FIELDS if row[3])
 _BY_ELEMENT = {row[1]: row for row in FIELDS}
 
 
-class ServerStats(namedtuple("ServerStats", FIELD_NAMES, defaults=(None,) * (len(FIELDS) - len(_REQUIRED)))):
+class ServerStats(record("ServerStats", FIELD_NAMES, defaults=(None,) * (len(FIELDS) - len(_REQUIRED)))):
     """One server's advertised load; optional metrics are None when unknown.
 
     Units are in the names: bytes, ms, seconds, MHz. load_* are the kernel's
@@ -307,7 +305,7 @@ class Decoder:
         if name != ROOT_ELEMENT:
             raise _Refused(f"root element is <{name[:40]}>, not <{ROOT_ELEMENT}>")
         version = attributes.get("version", "")
-        if not (version.isascii() and version.isdigit() and len(version) < 6):
+        if not (is_ascii(version) and version.isdigit() and len(version) < 6):
             raise _Refused(f"protocol version {version[:20]!r} is not a whole number")
         if int(version) != PROTOCOL_VERSION:
             raise _Refused(f"unsupported protocol version {int(version)} (this reader speaks {PROTOCOL_VERSION})")
