@@ -7,7 +7,8 @@ No I/O here: the input is a list of probe.ProbeResult (or anything with
 Rules:
 
 - Every server gets one Verdict from the first filter of FILTERS that
-  rejects it, in this order: Down (no valid answer), Drain (state drain or
+  rejects it, in this order: Down (no valid answer), Failing (the daemon
+  says its login service fails its check), Drain (state drain or
   maint), Swapped (swapping now, when LB_SKIP_SWAPPING), Busy (load per CPU
   above LB_MAX_LOAD, or answered slower than LB_MAX_RESPONSE_MS). These are
   skipped. A server that passes is Idle when its rating is above 0, else Busy
@@ -27,7 +28,7 @@ from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
 from ltsp_lbcore.oldpython import record
-from ltsp_lbcore.states import BUSY, DOWN, DRAINING, IDLE, READY, SWAPPED
+from ltsp_lbcore.states import BUSY, DOWN, DRAINING, FAILING, IDLE, READY, SWAPPED
 
 # Verdict.tier: PREFERRED and LAST_RESORT servers are usable, SKIPPED are not.
 PREFERRED, LAST_RESORT, SKIPPED = 0, 1, None
@@ -47,6 +48,11 @@ def _no_answer(result, limits):
     if result.stats is None:
         return result.error or "no answer"
     return None
+
+
+def _failing(result, limits):
+    reason = result.stats.failing
+    return None if reason is None else f"login service failing: {reason}"
 
 
 def _not_ready(result, limits):
@@ -76,6 +82,7 @@ def _too_slow(result, limits):
 
 FILTERS = (
     (DOWN, _no_answer),
+    (FAILING, _failing),
     (DRAINING, _not_ready),
     (SWAPPED, _swapping),
     (BUSY, _overloaded),

@@ -13,11 +13,12 @@ from __future__ import annotations
 import logging
 
 from ltsp_lbcore import states
-from ltsp_lbcore.ports import ADVERTISE_PORT
+from ltsp_lbcore.ports import ADVERTISE_PORT, SSH_PORT
 from ltsp_lbcore.schema import (
     Key,
     Schema,
     choice,
+    command_line,
     listen_addresses,
     networks,
     seconds,
@@ -110,6 +111,34 @@ _KEYS = (
         "primary group too; supplementary groups are dropped). nobody owns no files and "
         "exists everywhere; a dedicated system user is better still if your packaging "
         "creates one. The systemd unit does not start as root (DynamicUser) and ignores it.",
+    ),
+    Key(
+        "SSH_PORT",
+        str(SSH_PORT),
+        whole_number(0, 65535),
+        "TCP port of the login service this server offers (sshd: LDM logs in over ssh; 3389 for xrdp). "
+        "The daemon checks every 2 s, from the kernel's socket table and without connecting (sshd's "
+        "log stays quiet), that something listens there and accepts: when nothing has listened for "
+        "two checks, or connections wait unaccepted for 6 s, the server advertises itself as failing "
+        "and clients skip it. Logins in progress are counted on this port too. 0 turns the check off "
+        "(XDMCP has no TCP login port).",
+    ),
+    Key(
+        "HEALTH_COMMAND",
+        "",
+        command_line,
+        "A check only this site knows, e.g. /usr/local/sbin/check-logins (LDAP answers, /home is "
+        "mounted, /tmp has room). Run every HEALTH_SECONDS without a shell (quotes group words, "
+        "nothing is expanded), as the daemon's user: a non-zero exit, or not finishing within "
+        "HEALTH_SECONDS, makes the server failing, with the first line it printed as the reason. "
+        "A command that cannot run is said in the log at start and on reload, and never takes the "
+        "server out by itself. Empty: no such check.",
+    ),
+    Key(
+        "HEALTH_SECONDS",
+        "10",
+        seconds(1, 3600),
+        "How often HEALTH_COMMAND runs, in seconds; also its time limit.",
     ),
     Key(
         "SESSION_CPU_MHZ",

@@ -452,11 +452,14 @@ def server_stats(
     sample_age_ms,
     session_cpu_mhz=DEFAULT_SESSION_CPU_MHZ,
     session_memory_bytes=DEFAULT_SESSION_MEMORY_BYTES,
+    failing=None,
 ):
     """A collect() dict plus the daemon's settings -> wire.ServerStats, rated.
 
     state, weight: the admin's STATE and WEIGHT. sample_age_ms: how old the
     metrics are. The budgets are the per-session ones of rating.rate().
+    failing: the health checks' reason (health.py), or None; a failing
+    server rates 0, so that even a client that predates <failing> ranks it last.
     """
     rated = rate(
         state=state,
@@ -475,7 +478,8 @@ def server_stats(
         hostname=metrics.get("hostname") or FALLBACK_HOSTNAME,
         state=state,
         weight=weight,
-        rating=rated.rating,
+        rating=0.0 if failing else rated.rating,
+        failing=failing or None,
         capacity=rated.capacity,
         sample_age_ms=max(0, int(sample_age_ms)),
         **optional,

@@ -125,6 +125,19 @@ def format_listen_address(address):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def command_line(text):
+    """A command line split as a POSIX shell would split it, but never run by one -> tuple of words.
+
+    Empty means no command. Quotes group words; no expansion, no pipes.
+    """
+    import shlex
+
+    try:
+        return tuple(shlex.split(text, comments=False, posix=True))
+    except ValueError as error:  # "No closing quotation"
+        raise ValueError(f"expected a command line ({str(error).lower()})") from None
+
+
 def user_name(text):
     if not text or any(c.isspace() or c == ":" for c in text):
         raise ValueError("expected a user name")

@@ -11,5 +11,7 @@
 READY, DRAIN, MAINT = "ready", "drain", "maint"
 ADMIN_STATES = (READY, DRAIN, MAINT)
 
-IDLE, BUSY, SWAPPED, DRAINING, DOWN = "Idle", "Busy", "Swapped", "Drain", "Down"
-POOL_STATES = (IDLE, BUSY, SWAPPED, DRAINING, DOWN)
+IDLE, BUSY, SWAPPED, DRAINING, FAILING, DOWN = "Idle", "Busy", "Swapped", "Drain", "Failing", "Down"
+# Failing: the daemon answers but the login service behind it does not work
+# (the daemon's own check, or a balancer's outlier ejection). Skipped like Down.
+POOL_STATES = (IDLE, BUSY, SWAPPED, DRAINING, FAILING, DOWN)

@@ -30,6 +30,8 @@ MAX_TEXT_CHARS = 255
 # Larger than any real machine (16 EiB, a thousand years of uptime) but small
 # enough that arithmetic on it stays exact and finite.
 MAX_NUMBER = 2**63
+# A failing check's reason: one line an admin reads in --status and on the page.
+MAX_REASON_CHARS = 200
 
 STATES = ADMIN_STATES
 
@@ -105,6 +107,15 @@ def _name_from_text(text):
     return text
 
 
+def _reason_from_text(text):
+    # One line of plain text for an admin: a check's reason, never markup.
+    if not text or len(text) > MAX_REASON_CHARS:
+        raise ValueError(f"reason length {len(text)}")
+    if not text.isprintable():
+        raise ValueError(f"reason {text[:40]!r} has control characters")
+    return text
+
+
 def _state_from_text(text):
     if text not in STATES:
         raise ValueError(f"unknown state {text!r}")
@@ -114,6 +125,7 @@ def _state_from_text(text):
 _CODECS = {
     "name": (_name_from_text, _name_from_text),
     "state": (_state_from_text, _state_from_text),
+    "reason": (_reason_from_text, _reason_from_text),
     "int": (_int_from_text, _int_to_text),
     "float": (_float_from_text, _float_to_text),
     "bool": (_bool_from_text, _bool_to_text),
@@ -140,6 +152,7 @@ FIELDS = (
     ("swap_used_bytes", "swap-used-bytes", "int", False, "swap in use, bytes"),
     ("swapping", "swapping", "bool", False, "paging to or from swap now"),
     ("uptime_seconds", "uptime-seconds", "float", False, "since boot, s"),
+    ("failing", "failing", "reason", False, "present when the login service fails its check: why"),
 )
 FIELD_NAMES = tuple(row[0] for row in FIELDS)
 _REQUIRED = tuple(row[0] for row in FIELDS if row[3])
@@ -153,6 +166,8 @@ class ServerStats(record("ServerStats", FIELD_NAMES, defaults=(None,) * (len(FIE
     load averages (runnable tasks, not per CPU); rating is spare capacity in
     sessions the server can still take and capacity the sessions it can hold
     in all, both with the admin's weight applied (rating <= capacity).
+    failing is None while the login service passes the daemon's checks, else
+    the one-line reason it does not (and rating is then 0).
     """
 
     __slots__ = ()
@@ -364,7 +379,7 @@ def stats_from_json(record):
                 text = _CODECS[codec][1](value)  # as the daemon's encoder writes it
             except (ValueError, OverflowError):
                 text = "?"
-        elif isinstance(value, str) and codec in ("name", "state"):
+        elif isinstance(value, str) and codec in ("name", "state", "reason"):
             text = value
         else:
             raise ProtocolError(f"<{element}> has the wrong type: {type(value).__name__}")

@@ -69,6 +69,9 @@ WRITE_TIMEOUT_SECONDS = 1.5
 ALLOW = "192.168.67.0/24 fd00::/8 10.1.2.3"
 LISTEN = 127.0.0.1:3377 [::1]:3377 :4377 server.lan:377
 USER = ltsp-advertise
+SSH_PORT = 2222
+HEALTH_COMMAND = /usr/local/sbin/check-logins --ldap "ldap 1"
+HEALTH_SECONDS = 30
 SESSION_CPU_MHZ = 500
 SESSION_MEMORY_MB = 1024
 """,
@@ -83,6 +86,9 @@ SESSION_MEMORY_MB = 1024
         allow=tuple(ipaddress.ip_network(n) for n in ("192.168.67.0/24", "fd00::/8", "10.1.2.3/32")),
         listen=(("127.0.0.1", 3377), ("::1", 3377), ("", 4377), ("server.lan", 377)),
         user="ltsp-advertise",
+        ssh_port=2222,
+        health_command=("/usr/local/sbin/check-logins", "--ldap", "ldap 1"),
+        health_seconds=30.0,
         session_cpu_mhz=500,
         session_memory_mb=1024,
         path=path,
@@ -116,6 +122,10 @@ BAD_VALUES = [
     ("USER", "two words", "expected a user name"),
     ("SESSION_CPU_MHZ", "0", "expected a whole number >= 1"),
     ("SESSION_MEMORY_MB", "lots", "expected a whole number >= 1"),
+    ("SSH_PORT", "65536", "expected a whole number >= 0 and <= 65535"),
+    ("SSH_PORT", "ssh", "expected a whole number >= 0 and <= 65535"),
+    ("HEALTH_COMMAND", "/usr/local/sbin/check 'ldap", "expected a command line (no closing quotation)"),
+    ("HEALTH_SECONDS", "0", "expected a number of seconds from 1 to 3600"),
 ]
 
 
@@ -234,7 +244,7 @@ def test_every_key_is_in_the_shipped_file_and_in_help():
         [sys.executable, "-m", "ltsp_server_advertise.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for key in config.SCHEMA:
-        assert f"\n#{key.name} = {key.default}\n" in shipped
+        assert f"\n#{key.name} = {key.default}".rstrip() + "\n" in shipped
         assert f"  {key.name} = {key.default}\n" in help_text
 
 
