@@ -119,9 +119,11 @@ def _run(options, settings):
 
     from get_hosts import choose, report
 
+    failed = () if wants_table else _failed_before(settings, explain)
     if settings.algorithm in choose.NO_PROBE and not wants_table:
         explain.append(f"{settings.algorithm}: no probing, the pool as configured")
-        _emit(options, explain, report.host_line(settings.servers, options.first))
+        order = _put_last(settings.servers, failed, lambda entry: entry.name)
+        _emit_hosts(options, explain, settings, report.host_line(order).split(), failed)
         return 0
 
     client_key = key_source = None
@@ -131,7 +133,7 @@ def _run(options, settings):
 
     names, results, waited_ms = _gather(settings, wants_table, explain)
     if names:
-        _emit(options, explain, names[0] if options.first else " ".join(names))
+        _emit_hosts(options, explain, settings, _put_last(names, failed, str), failed)
         return 0
     import random
 
@@ -145,9 +147,43 @@ def _run(options, settings):
     elif options.status:
         text = report.status_table(decision.choice)
     else:
-        text = report.host_line(decision.choice.order, options.first)
+        order = _put_last(decision.choice.order, failed, lambda result: result.entry.name)
+        _emit_hosts(options, explain, settings, report.host_line(order).split(), failed)
+        return 0
     _emit(options, explain, text)
     return 0
+
+
+def _failed_before(settings, explain):
+    """The hosts of this client's logins that did not last (retry.py), oldest first; explained."""
+    from time import monotonic
+
+    from get_hosts import retry
+
+    failed = retry.failed_hosts(retry.read_state(settings.state_dir), monotonic(), settings.retry_seconds)
+    for name in failed:
+        explain.append(
+            f"{name} goes last: this client's login there did not last "
+            f"(get_hosts ran again within LB_RETRY_SECONDS {settings.retry_seconds})"
+        )
+    return failed
+
+
+def _put_last(items, failed, name_of):
+    from get_hosts.retry import demote
+
+    return demote(items, failed, name_of)
+
+
+def _emit_hosts(options, explain, settings, names, failed):
+    """Print the host line, then remember its first host for the next run (retry.py)."""
+    _emit(options, explain, names[0] if options.first else " ".join(names))
+    if settings.retry_seconds:
+        from time import monotonic
+
+        from get_hosts import retry
+
+        retry.write_state(settings.state_dir, monotonic(), names[0], failed)
 
 
 def _gather(settings, wants_table, explain):

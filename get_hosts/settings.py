@@ -46,12 +46,14 @@ LTSP5, LTSP20 = "LTSP 5 lts.conf", "LTSP 20+ ltsp.conf"
 ENVIRONMENT = "the environment"
 
 PoolEntry = namedtuple("PoolEntry", "name host port")
+DEFAULT_STATE_DIR = "/run/ltsp"
+DEFAULT_RETRY_SECONDS = 60
 
 Settings = record(
     "Settings",
     "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings "
-    "identity balancers balancer_text balancer_timeout_ms conf_format",
-    defaults=(None, (), None, 300, None),
+    "identity balancers balancer_text balancer_timeout_ms conf_format state_dir retry_seconds",
+    defaults=(None, (), None, 300, None, DEFAULT_STATE_DIR, DEFAULT_RETRY_SECONDS),
 )
 
 # default_text: how the documentation shows the default.
@@ -114,6 +116,20 @@ def to_optional_load(text):
     if not is_plain_decimal(value):
         raise ValueError("is not a load average per CPU (a decimal number such as 1.5)")
     return float(value)
+
+
+def to_directory(text):
+    path = text.strip()
+    if not path.startswith("/") or "\0" in path:
+        raise ValueError("is not an absolute directory path")
+    return path
+
+
+def to_retry_seconds(text):
+    value = _whole(text, "seconds")
+    if value > 86400:
+        raise ValueError("is more than 86400 seconds (a day)")
+    return value
 
 
 BOOLEANS = {"true": True, "y": True, "yes": True, "1": True, "false": False, "n": False, "no": False, "0": False}
@@ -199,6 +215,25 @@ VARIABLES = (
         to_milliseconds,
         "How long to wait for a balancer before probing the pool itself, in milliseconds: a login "
         "waits at most LB_BALANCER_TIMEOUT + LB_TIMEOUT.",
+    ),
+    Variable(
+        "LB_STATE_DIR",
+        "state_dir",
+        DEFAULT_STATE_DIR,
+        DEFAULT_STATE_DIR,
+        to_directory,
+        "Where this client remembers its last choice (a tmpfs; created when missing). Where it cannot be "
+        "written nothing is remembered, silently.",
+    ),
+    Variable(
+        "LB_RETRY_SECONDS",
+        "retry_seconds",
+        DEFAULT_RETRY_SECONDS,
+        str(DEFAULT_RETRY_SECONDS),
+        to_retry_seconds,
+        "A run this soon after the last one means that login did not last (LDM runs get_hosts again when "
+        "ldm exits): the host chosen last time goes last, and a balancer is told (failed=HOST). 0 turns "
+        "this off.",
     ),
 )
 

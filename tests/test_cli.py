@@ -34,6 +34,8 @@ def lts_conf(tmp_path):
 def run(*args, env=None, lts_conf=None, shell=None):
     """Run get_hosts; ENV adds to a clean environment (no LB_* or SERVER from ours)."""
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, "LANG": "C.UTF-8"}
+    # Each run a client of its own: no memory of the last run (tests/test_retry.py tests it).
+    environ["LB_RETRY_SECONDS"] = "0"
     if lts_conf is not None:
         environ["LTS_CONF"] = str(lts_conf)
     environ.update(env or {})
