@@ -34,6 +34,7 @@ SERVERS = {  # name: (address, config lines or None for a dead host)
 }
 LOGINS = 20
 BALANCER = ("127.0.1.10", 8377)
+LAST_WORDS = 5  # stderr lines of a service shown when it dies or does not answer
 
 
 def heading(text):
@@ -45,15 +46,34 @@ def show(command, output):
     print(textwrap.indent(output.rstrip("\n"), "  "), flush=True)
 
 
-def wait_listening(address, timeout_s=10.0):
+def start_service(command, log_path):
+    """COMMAND started with its stderr in LOG_PATH, for failed() to show."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def failed(what, service, log_path):
+    """SystemExit naming WHAT, how SERVICE ended, and its last stderr lines: its own words on why."""
+    if service.poll() is None:
+        service.kill()
+        service.wait()
+        ending = "did not answer"
+    else:
+        ending = f"exited with status {service.returncode}"
+    lines = pathlib.Path(log_path).read_text(errors="replace").splitlines()[-LAST_WORDS:]
+    said = "\n".join(f"  {line}" for line in lines) if lines else "  (nothing on stderr)"
+    return SystemExit(f"demo: {what} {ending}; its last words:\n{said}")
+
+
+def wait_listening(address, daemon, log_path, timeout_s=10.0):
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and daemon.poll() is None:
         try:
             socket.create_connection((address, PORT), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"demo: the daemon on {address}:{PORT} did not start")
+    raise failed(f"the daemon on {address}:{PORT}", daemon, log_path)
 
 
 def start_daemons(workdir):
@@ -67,11 +87,21 @@ def start_daemons(workdir):
         path.chmod(0o644)
         command = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(path)]
         command += ["--listen", f"{address}:{PORT}"]
-        daemons[name] = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-    for address, config in SERVERS.values():
-        if config is not None:
-            wait_listening(address)
+        daemons[name] = start_service(command, workdir / f"{name}.log")
+    try:
+        for name, daemon in daemons.items():
+            wait_listening(SERVERS[name][0], daemon, workdir / f"{name}.log")
+    except SystemExit:
+        stop_all(daemons.values())
+        raise
     return daemons
+
+
+def stop_all(services):
+    for service in services:
+        if service.poll() is None:
+            service.kill()
+            service.wait()
 
 
 def start_balancer(workdir):
@@ -82,9 +112,10 @@ def start_balancer(workdir):
     conf.chmod(0o644)
     address, port = BALANCER
     command = [sys.executable, "-m", "ltsp_loadbalancer", "--config", str(conf), "--listen", f"{address}:{port}"]
-    balancer = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    log_path = workdir / "balancer.log"
+    balancer = start_service(command, log_path)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and balancer.poll() is None:
         try:
             with socket.create_connection(BALANCER, timeout=0.5) as sock:
                 sock.sendall(b"GET /v1/hosts HTTP/1.0\r\n\r\n")
@@ -93,8 +124,7 @@ def start_balancer(workdir):
         except OSError:
             pass
         time.sleep(0.1)
-    balancer.kill()
-    raise SystemExit("demo: ltsp-loadbalancer did not answer")
+    raise failed(f"ltsp-loadbalancer on {address}:{port}", balancer, log_path)
 
 
 def show_balancer(lts_conf):
@@ -208,10 +238,7 @@ def main():
             out, err = get_hosts(lts_conf)
             show("get_hosts", out + err)
         finally:
-            for daemon in daemons.values():
-                if daemon.poll() is None:
-                    daemon.kill()
-                    daemon.wait()
+            stop_all(daemons.values())
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
 
 

@@ -5,8 +5,8 @@ Rules:
 - Startup order, as the daemon's: read the config (a bad one fails here,
   with one line naming file, line, key and value), get the sockets (from
   systemd, or bind them while still root), drop to USER, then serve and poll.
-  Every module is imported before the drop: a Python installed under /root
-  is not readable by nobody.
+  Every module is imported before the drop, LATE_IMPORTS too: a clone or a
+  Python under /root is not readable by nobody.
 - SIGHUP reloads the config file (``--servers`` still overrides SERVERS):
   a bad file is logged and the running config kept; a good one applies at
   once (SERVERS, ALLOW, POLL_SECONDS, limits...) and starts a poll; LISTEN
@@ -18,7 +18,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures.thread  # noqa: F401 (run_in_executor imports it late: after the drop it may be unreadable)
 import logging
 import signal
 import sys
@@ -51,6 +50,9 @@ SPARE_FILE_DESCRIPTORS = 64
 # GIL back within half a millisecond, so a login waits ~1 ms behind them, not ~5
 # (benchmarks/status_page.py measures both).
 SWITCH_INTERVAL_SECONDS = 0.0005
+# What would be imported after the privilege drop, unless imported before it: Tornado's asyncio glue, at
+# the first IOLoop.current() of the running loop (tests/test_privilege_drop.py finds any other).
+LATE_IMPORTS = ("tornado.platform.asyncio",)
 
 
 def build_parser():
@@ -120,7 +122,7 @@ def run(args):
     settings = load_config(args)
     sockets = listening_sockets(settings.listen)
     balancer = Balancer(settings)
-    privileges.drop_to(settings.user, settings.path)
+    privileges.drop_to(settings.user, settings.path, preload=LATE_IMPORTS)
     check_config_readable(settings.path)
     privileges.ensure_open_files(settings.max_clients + len(settings.servers) + SPARE_FILE_DESCRIPTORS)
     return asyncio.run(serve(args, balancer, sockets))

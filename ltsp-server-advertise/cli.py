@@ -5,7 +5,9 @@ Rules:
 - Startup order matters: read the config, get the sockets (from systemd, or
   bind them while still root), drop to USER, take the first sample, then
   serve. So a bad config or a taken port fails before anything is served,
-  and nothing but bind() and one warm-up sample ever runs as root.
+  and nothing but bind() and one warm-up sample ever runs as root. That
+  sample imports what the daemon needs later, before the drop: a clone or
+  a Python under /root is not readable by nobody.
 - Exit codes: 0 served and stopped (SIGTERM) or printed (--once); 2 for a
   config error (bad file, bad --listen, unknown USER); 1 for any other
   ServiceError (cannot bind, cannot collect). Either way one line

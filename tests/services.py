@@ -48,25 +48,28 @@ class _Service(LoggedProcess):
 
 
 class Daemon(_Service):
-    """ltsp-server-advertise in a subprocess; its stderr is collected line by line."""
+    """ltsp-server-advertise in a subprocess; its stderr is collected line by line.
 
-    def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, pass_fds=()):
+    POPEN_OPTIONS (env, cwd...) go to subprocess.Popen.
+    """
+
+    def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, **popen_options):
         args = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf_path)]
         args += [arg for address in listen for arg in ("--listen", address)]
         args += list(extra_args)
-        super().__init__(command or args, "the daemon's log", pass_fds=pass_fds)
+        super().__init__(command or args, "the daemon's log", **popen_options)
         self.addresses = []
 
 
 class Balancer(_Service):
     """ltsp-loadbalancer in a subprocess, polling SERVERS (a string) unless the config file names them."""
 
-    def __init__(self, conf_path, servers=None, listen=("127.0.0.1:0",), extra_args=()):
+    def __init__(self, conf_path, servers=None, listen=("127.0.0.1:0",), extra_args=(), **popen_options):
         args = [sys.executable, "-m", "ltsp_loadbalancer", "--config", str(conf_path)]
         args += [arg for address in listen for arg in ("--listen", address)]
         if servers is not None:
             args += ["--servers", servers]
-        super().__init__([*args, *extra_args], "the balancer's log")
+        super().__init__([*args, *extra_args], "the balancer's log", **popen_options)
         self.addresses = []
 
     def request(self, method, path, body=None, headers=None, timeout=5.0):

@@ -1,7 +1,9 @@
 """make demo is what a newcomer runs first: it must keep working, whole."""
 
+import importlib.util
 import pathlib
 import re
+import socket
 import subprocess
 import sys
 
@@ -36,3 +38,42 @@ def test_demo_runs_and_shows_the_system_at_work():
     assert "no balancer answered: probing the pool itself" in stopped
     # With every daemon gone, LDM still gets the whole pool.
     assert "127.0.1.1 127.0.1.2 127.0.1.3 127.0.1.4\n" in out.split("every server gone", 1)[1]
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo_under_test", ROOT / "demo" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    return demo
+
+
+def free_port(host):
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def test_a_daemon_that_dies_at_start_is_shown_with_its_own_error(conf_dir, monkeypatch):
+    demo = load_demo()
+    monkeypatch.setattr(demo, "SERVERS", {"app1": ("127.0.1.1", "WEIGHT = heavy\n")})
+    monkeypatch.setattr(demo, "PORT", free_port("127.0.1.1"))
+    with pytest.raises(SystemExit) as stopped:
+        demo.start_daemons(conf_dir)
+    message = str(stopped.value)
+    assert message.startswith(f"demo: the daemon on 127.0.1.1:{demo.PORT} exited with status 2; its last words:\n")
+    assert f"  ltsp-server-advertise: error: {conf_dir / 'app1.conf'}:2: invalid value for WEIGHT" in message
+
+
+def test_a_balancer_that_cannot_start_is_shown_with_its_own_error(conf_dir, monkeypatch):
+    demo = load_demo()
+    with socket.socket() as taken:
+        taken.bind(("127.0.1.10", 0))
+        taken.listen()
+        monkeypatch.setattr(demo, "BALANCER", taken.getsockname())
+        with pytest.raises(SystemExit) as stopped:
+            demo.start_balancer(conf_dir)
+    message = str(stopped.value)
+    host, port = demo.BALANCER
+    assert message.startswith(f"demo: ltsp-loadbalancer on {host}:{port} exited with status 1; its last words:\n")
+    last = message.splitlines()[-1]
+    assert last.startswith("  ltsp-loadbalancer: error: ") and "in use" in last, message
