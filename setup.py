@@ -26,7 +26,9 @@ setup(
     version=VERSION,
     description="Spread LTSP thin-client logins across application servers",
     license="GPL-2.0-or-later",
-    python_requires=">=3.9",
+    # The thin client's floor (LDM's releases: Ubuntu 18.04 has 3.6); the servers
+    # need what their libraries need (python3-tornado: Debian 11's 3.9 and later).
+    python_requires=">=3.6",
     packages=["ltsp_lbcore", "get_hosts", "ltsp_server_advertise", "ltsp_loadbalancer"],
     package_dir={"ltsp_server_advertise": "ltsp-server-advertise", "ltsp_loadbalancer": "ltsp-loadbalancer"},
     scripts=["ltsp-update-sshkeys"],
