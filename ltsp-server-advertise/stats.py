@@ -185,23 +185,29 @@ def logind_session_counts(sessions_dir, cache=None):
     return (sum(is_open for is_open, _ssh in kinds), sum(is_ssh for _open, is_ssh in kinds))
 
 
-TCP_ESTABLISHED = "01"  # the kernel's st column in /proc/net/tcp
+TCP_ESTABLISHED, TCP_TIME_WAIT = "01", "06"  # the kernel's st column in /proc/net/tcp
 
 
-def count_established_connections(local_port):
-    """Established TCP connections to local_port, IPv4 and IPv6 (/proc/net/tcp, tcp6).
+def count_login_connections(local_port):
+    """Connections to local_port that are, or were in the last minute, logins: IPv4 and IPv6.
 
-    A missing tcp6 (a kernel without IPv6) counts 0; a missing tcp raises.
+    ESTABLISHED ones are logins in progress (or sessions); TIME_WAIT ones on
+    this side are connections this server closed first, within the kernel's
+    60 s: a login sshd ended at once. Counting those as logins for that
+    minute keeps a server whose sshd accepts and closes every login from
+    looking idle, so a storm does not pour into it (a healthy server's
+    logouts make it look one session fuller for a minute, which is harmless).
+    /proc/net/tcp, tcp6: a missing tcp6 (no IPv6) counts 0; a missing tcp raises.
     """
     count = 0
-    port_hex = f"{local_port:04X}"
+    suffix = f":{local_port:04X}"
     for name, required in (("net/tcp", True), ("net/tcp6", False)):
         try:
             with open(_procfs(name), encoding="ascii") as table:
                 next(table, None)  # the header line
                 for line in table:
                     fields = line.split(None, 4)
-                    if len(fields) > 3 and fields[3] == TCP_ESTABLISHED and fields[1].endswith(":" + port_hex):
+                    if len(fields) > 3 and fields[3] in (TCP_ESTABLISHED, TCP_TIME_WAIT) and fields[1].endswith(suffix):
                         count += 1
         except FileNotFoundError:
             if required:
@@ -377,11 +383,11 @@ class StatsCollector:
         return (count_utmp_sessions(users) + self._ssh_logins_in_progress(count_utmp_remote_sessions(users)),)
 
     def _ssh_logins_in_progress(self, ssh_sessions):
-        """sshd connections not (yet) known as sessions; 0 if they cannot be counted."""
+        """sshd connections not (yet) known as sessions, and those it closed at once; 0 if they cannot be counted."""
         if self.ssh_port is None:
             return 0
         try:
-            connections = count_established_connections(self.ssh_port)
+            connections = count_login_connections(self.ssh_port)
         except Exception as error:
             if "logins in progress" not in self._failing:
                 self._failing.add("logins in progress")

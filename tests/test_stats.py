@@ -561,20 +561,29 @@ def test_own_cpuinfo_fallback_averages_and_refuses_what_has_no_speed(proc):
 # --- logins in progress ------------------------------------------------------------
 
 
-def test_established_connections_to_sshd_are_counted_v4_and_v6(proc):
+def test_connections_to_sshd_are_counted_v4_and_v6(proc):
     (proc / "net" / "tcp").write_text(
-        tcp_table(SSHD_LISTENING, ssh_client(1), ssh_client(2), ssh_client(3, state="06"), OUTGOING_SSH, UNRELATED)
+        tcp_table(
+            SSHD_LISTENING,
+            ssh_client(1),
+            ssh_client(2),
+            ssh_client(3, state="06"),
+            ssh_client(5, state="08"),
+            OUTGOING_SSH,
+            UNRELATED,
+        )
     )
     (proc / "net" / "tcp6").write_text(tcp_table(TCP6_SSHD_LISTENING, ssh_client6(4)))
-    # Listening, TIME_WAIT, outgoing and other ports do not count.
-    assert stats.count_established_connections(22) == 3
-    assert stats.count_established_connections(2222) == 0
+    # Established and TIME_WAIT (sshd closed it first: a login ended at once) count;
+    # listening, CLOSE_WAIT, outgoing and other ports do not.
+    assert stats.count_login_connections(22) == 4
+    assert stats.count_login_connections(2222) == 0
 
 
 def test_no_tcp6_table_counts_ipv4_alone(proc):
     (proc / "net" / "tcp").write_text(tcp_table(ssh_client(1)))
     (proc / "net" / "tcp6").unlink()
-    assert stats.count_established_connections(22) == 1
+    assert stats.count_login_connections(22) == 1
 
 
 def test_a_login_counts_from_its_ssh_connection_before_logind_knows_it(proc, sessions_dir, caplog):
