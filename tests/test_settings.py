@@ -116,6 +116,9 @@ GOOD = [
     ("LB_MAX_LOAD", "0", "max_load", 0.0),
     ("LB_MAX_LOAD", ".5", "max_load", 0.5),
     ("LB_MAX_LOAD", "None", "max_load", None),
+    ("LB_STATE_DIR", " /run/ltsp/lb ", "state_dir", "/run/ltsp/lb"),
+    ("LB_RETRY_SECONDS", "0", "retry_seconds", 0),
+    ("LB_RETRY_SECONDS", "120", "retry_seconds", 120),
 ]
 for word, value in [("True", True), ("FALSE", False), ("y", True), ("N", False), ("Yes", True), ("no", False)]:
     GOOD.append(("LB_SKIP_SWAPPING", word, "skip_swapping", value))
@@ -148,6 +151,9 @@ BAD = [
     ("LB_MAX_LOAD", "1e3", "is not a load average per CPU"),
     ("LB_SKIP_SWAPPING", "maybe", "is not a boolean"),
     ("LB_SKIP_SWAPPING", "2", "is not a boolean"),
+    ("LB_STATE_DIR", "run/ltsp", "is not an absolute directory path"),
+    ("LB_RETRY_SECONDS", "-1", "is not a whole number of seconds"),
+    ("LB_RETRY_SECONDS", "90000", "is more than 86400 seconds (a day)"),
 ]
 
 
@@ -403,6 +409,8 @@ def test_table_names_every_variable_of_the_spec():
         "LB_SKIP_SWAPPING",
         "LB_BALANCER",
         "LB_BALANCER_TIMEOUT",
+        "LB_STATE_DIR",
+        "LB_RETRY_SECONDS",
     ]
     assert {v.field for v in VARIABLES} <= set(Settings._fields)
 

@@ -76,6 +76,8 @@ class Site:
             "LTS_CONF": "/dev/null",
             "LB_SERVERS": " ".join(address for address, _ in SERVERS.values()),
             "LB_TIMEOUT": str(TIMEOUT_MS),
+            # Each login is another thin client: one client's memory of its last login is not theirs.
+            "LB_RETRY_SECONDS": "0",
         }
         if balancer:
             env.update(LB_BALANCER=BALANCER, LB_BALANCER_TIMEOUT=str(balancer_timeout_ms))
