@@ -29,7 +29,7 @@ setup(
     # The thin client's floor (LDM's releases: Ubuntu 18.04 has 3.6); the servers
     # need what their libraries need (python3-tornado: Debian 11's 3.9 and later).
     python_requires=">=3.6",
-    packages=["ltsp_lbcore", "get_hosts", "ltsp_server_advertise", "ltsp_loadbalancer"],
+    packages=["ltsp_lbcore", "get_hosts", "ltsp_server_advertise", "ltsp_loadbalancer", "ltsp_update_sshkeys"],
     package_dir={"ltsp_server_advertise": "ltsp-server-advertise", "ltsp_loadbalancer": "ltsp-loadbalancer"},
     scripts=["ltsp-update-sshkeys"],
     install_requires=["psutil", "lxml", "tornado", "prometheus_client"],

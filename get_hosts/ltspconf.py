@@ -128,12 +128,14 @@ class Entries(dict):
     ``warnings``: one-line strings naming path:line, for the caller to show.
     ``unknown``: names a not-evaluated line may have set (left out of the dict).
     When HOSTNAME is among them, no host name section was applied (a warning says so).
+    ``why_unknown``: each unknown name -> the warning about the line that made it unknown.
     """
 
-    def __init__(self, entries=(), warnings=(), unknown=()):
+    def __init__(self, entries=(), warnings=(), unknown=(), why_unknown=None):
         super().__init__(entries)
         self.warnings = list(warnings)
         self.unknown = frozenset(unknown)
+        self.why_unknown = dict(why_unknown or {})
 
 
 # A section's function: the name as ini2sh cleaned it, its header line (0: unnamed), [(lineno, shell text)].
@@ -563,6 +565,7 @@ class _Shell:
         self.preset = preset  # what LTSP had set before reading ltsp.conf, where we know it
         self.warnings = warnings
         self.vars = {}  # NAME -> Entry, UNKNOWN or UNSET
+        self.unknown_at = {}  # NAME -> index in warnings of the one saying why it is UNKNOWN
         self.reported = {}  # (lineno, text, reason) -> (index in warnings, names): `a; b` is one warning
         # section_call's case, fast for long files: names without * or ? by dict, the rest in order.
         self.literal_arms = {}
@@ -675,6 +678,7 @@ class _Shell:
         value, why = self.expand(parts)
         if value is None:
             self.vars[name] = UNKNOWN
+            self.unknown_at[name] = len(self.warnings)
             self.warn(command.lineno, f"not evaluated: {_quote(command.text)} ({why}), so {name} is unknown")
         else:
             self.vars[name] = Entry(value, self.path, command.lineno)
@@ -686,6 +690,7 @@ class _Shell:
                 name, parts = assignment
                 if any(kind == LIT and not quoted and "{" in text for kind, text, quoted in parts):
                     self.vars[name] = UNKNOWN
+                    self.unknown_at[name] = len(self.warnings)
                     why = "{ in export: bash expands braces there, dash does not"
                     self.warn(command.lineno, f"not evaluated: {_quote(command.text)} ({why}), so {name} is unknown")
                 else:
@@ -763,6 +768,7 @@ class _Shell:
             index = len(self.warnings)
             self.warnings.append(None)
         self.reported[key] = (index, names)
+        self.unknown_at.update(dict.fromkeys(names, index))
         unknown = f", so {', '.join(names)} {'is' if len(names) == 1 else 'are'} unknown" if names else ""
         self.warnings[index] = (
             f"{self.path}:{command.lineno}: not evaluated: {_quote(command.text)} ({reason}){unknown}"
@@ -827,16 +833,7 @@ def ltsp_conf_entries(text, path, identity, environ=None):
     ``.warnings`` and ``.unknown``. Raises LtspConfError (an LtsConfError) only
     for a file that holds a NUL byte.
     """
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "surrogateescape")
-    if "\0" in text:
-        lineno = text.count("\n", 0, text.index("\0")) + 1
-        raise LtspConfError(f"{path}:{lineno}: NUL byte: not a text file", path, lineno)
-    warnings = []
-    if "\r\n" in text:
-        warnings.append(
-            f"{path}: CRLF line ends: LTSP keeps the \\r at the end of each value (save it with Unix line ends)"
-        )
+    text, warnings = _text(text, path)
     # No host name is LTSP's unset HOSTNAME ("(none)"): it expands to "" and matches only [*].
     hostname = getattr(identity, "hostname", None) or ""
     mac = (getattr(identity, "mac", None) or "").lower()  # LTSP's MAC_ADDRESS comes from `ip link`: lower case
@@ -858,6 +855,50 @@ def ltsp_conf_entries(text, path, identity, environ=None):
     else:
         _warn_case(conf, path, host, warnings)
         shell.section_call([host])
+    return _entries(shell, warnings)
+
+
+def ltsp_conf_server_entries(text, path, environ=None):
+    """The variables ltsp.conf TEXT sets on the LTSP server itself, as its ltsp command sees them -> Entries.
+
+    LTSP's eval_ini runs ``section_call unnamed common server "$MAC_ADDRESS"
+    "$IP_ADDRESS"`` then ``section_call "$HOSTNAME"`` there: lines before any
+    section, [common], [server] (the last assignment winning), each with the
+    sections its INCLUDE= lines name, then the server's own sections. The
+    server's MAC and IP are not known here and its HOSTNAME is unset (dash
+    sets none): they are evaluated as empty, so a pattern matching any value
+    ([*]) runs, as it would for the real ones, and one naming this server
+    does not. TEXT, PATH, ENVIRON, the result and LtspConfError as for
+    ltsp_conf_entries; ``.why_unknown`` says why each of ``.unknown`` is.
+    """
+    text, warnings = _text(text, path)
+    shell = _Shell(_ini2sh(text, path, warnings), path, dict(environ or {}, HOSTNAME=""), warnings)
+    shell.section_call([UNNAMED, "common", "server", ""])  # one "" for MAC and IP: the second would match the same
+    host = shell.value("HOSTNAME")
+    if host is None:
+        warnings.append(f"{path}: HOSTNAME is unknown after [server]: no host name section applied")
+    else:
+        shell.section_call([host])
+    return _entries(shell, warnings)
+
+
+def _text(text, path):
+    """(TEXT as str, [warnings about it]); LtspConfError when it holds a NUL byte."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    if "\0" in text:
+        lineno = text.count("\n", 0, text.index("\0")) + 1
+        raise LtspConfError(f"{path}:{lineno}: NUL byte: not a text file", path, lineno)
+    warnings = []
+    if "\r\n" in text:
+        warnings.append(
+            f"{path}: CRLF line ends: LTSP keeps the \\r at the end of each value (save it with Unix line ends)"
+        )
+    return text, warnings
+
+
+def _entries(shell, warnings):
+    """The Entries a finished run leaves: upper-case variables set, unknown ones and why, the warnings."""
     result = {}
     for name, state in shell.vars.items():
         if not isinstance(state, Entry) or name.startswith(PREFIX):
@@ -869,8 +910,9 @@ def ltsp_conf_entries(text, path, identity, environ=None):
                 f"{state.path}:{state.lineno}: {name} is not {name.upper()}: shell variable names are case-sensitive"
             )
     unknown = [name for name, state in shell.vars.items() if state is UNKNOWN and name == name.upper()]
+    why = {name: warnings[shell.unknown_at[name]] for name in unknown if name in shell.unknown_at}
     # `a; b` on one line are two commands, each reported: say it once.
-    return Entries(result, dict.fromkeys(warnings), unknown)
+    return Entries(result, dict.fromkeys(warnings), unknown, why)
 
 
 def _warn_case(conf, path, host, warnings):

@@ -36,9 +36,12 @@ import pytest
 import test_sshkeys
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_sshkeys import Site, own_names_written, sshkeys
+from test_sshkeys import Site, own_names_written
 
 from ltsp_lbcore.hostport import ZONE_CHARS, host_problem
+from ltsp_update_sshkeys.files import MAX_KNOWN_HOSTS_BYTES
+from ltsp_update_sshkeys.keys import CACHE_HEADER
+from ltsp_update_sshkeys.names import parse_own_name, parse_server
 
 # tests/test_sshkeys.py's fixtures: this server's host keys, and a base with two chroots (amd64, i386).
 own_keys = test_sshkeys.own_keys
@@ -418,7 +421,7 @@ def place_known_hosts(site_, kind, planted_line, outside):
     elif kind == "oversize file with a planted key":
         with open(path, "w") as big:
             big.write(planted_line)
-            big.truncate(sshkeys.MAX_KNOWN_HOSTS_BYTES + 1)
+            big.truncate(MAX_KNOWN_HOSTS_BYTES + 1)
     elif kind == "file with a planted key":
         path.write_text(planted_line)
     else:
@@ -483,7 +486,7 @@ def test_a_chroots_known_hosts_of_any_type_plants_no_key_and_stops_nothing(
     # i386 and the cache never get the planted key.
     i386 = kh(site, "i386").read_text()
     assert i386 == own_only(site, i386)
-    assert site.cache.read_text() == sshkeys.CACHE_HEADER
+    assert site.cache.read_text() == CACHE_HEADER
     assert snapshot(outside) == untouched
     if after == "untouched":
         status = os.lstat(kh(site))
@@ -615,7 +618,7 @@ def test_a_cache_of_any_type_is_not_read_through_and_is_replaced(site, keyscan, 
     else:
         with open(site.cache, "w") as big:
             big.write(planted_line)
-            big.truncate(sshkeys.MAX_KNOWN_HOSTS_BYTES + 1)
+            big.truncate(MAX_KNOWN_HOSTS_BYTES + 1)
     untouched = snapshot(outside)
     site.extraservers.write_text(f"{SILENT}\n")
 
@@ -626,7 +629,7 @@ def test_a_cache_of_any_type_is_not_read_through_and_is_replaced(site, keyscan, 
     assert f"{PROG}: warning: no last known keys from {site.cache}: {reason}" in result.stderr.splitlines()
     assert result.stderr.splitlines()[-1] == NO_ANSWER
     assert not site.cache.is_symlink()
-    assert site.cache.read_text() == sshkeys.CACHE_HEADER  # replaced by rename, never written through
+    assert site.cache.read_text() == CACHE_HEADER  # replaced by rename, never written through
     assert snapshot(outside) == untouched
     assert planted_key[1] not in kh(site, "i386").read_text()
 
@@ -727,7 +730,7 @@ def test_any_extraservers_file_writes_only_hosts_and_runs_ssh_keyscan_only_on_ho
 @example("[*]:22")
 @example("[a]:1,b")
 def test_parse_server_and_own_name_give_a_host_or_value_error(text):
-    for parse in (lambda word: sshkeys.parse_server(word).known_hosts_name, sshkeys.parse_own_name):
+    for parse in (lambda word: parse_server(word).known_hosts_name, parse_own_name):
         try:
             name = parse(text)
         except ValueError as error:

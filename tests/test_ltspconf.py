@@ -21,7 +21,13 @@ from machine import run_python_without_site
 from get_hosts.errors import GetHostsError
 from get_hosts.identity import Identity
 from get_hosts.ltsconf import Entry, LtsConfError
-from get_hosts.ltspconf import Entries, LtspConfError, looks_like_ltsp_conf, ltsp_conf_entries
+from get_hosts.ltspconf import (
+    Entries,
+    LtspConfError,
+    looks_like_ltsp_conf,
+    ltsp_conf_entries,
+    ltsp_conf_server_entries,
+)
 from get_hosts.settings import VARIABLES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -938,3 +944,73 @@ def test_oracle_on_the_tables(ltsp, tmp_path, shell, case):
     _, text, expected = case
     names = sorted(set(names_in(text)) | set(expected))
     assert ours(text, CLIENT, names) == oracle(ltsp, shell, tmp_path, text, CLIENT, names)
+
+
+# --- The server's view: what the ltsp command sets on the LTSP server (ltsp-update-sshkeys' BASE_DIR) ---
+
+# (what, ltsp.conf text, the variables set on the server)
+SERVER_CASES = [
+    (
+        "server over common over unnamed",
+        "A=u\nB=u\nC=u\n[server]\nA=s\n[common]\nA=c\nB=c\n",
+        {"A": "s", "B": "c", "C": "u"},
+    ),
+    ("clients and host sections never", "[clients]\nA=c\n[pc01]\nA=p\n[00:11:22:33:44:55]\nA=m\n", {}),
+    ("INCLUDE from server", "[server]\nINCLUDE=paths\n[paths]\nBASE_DIR=/data/ltsp\n", {"BASE_DIR": "/data/ltsp"}),
+    ("INCLUDE chain from common", "[common]\nINCLUDE = A\n[a]\nINCLUDE=b\n[b]\nX='a b'\n", {"X": "a b"}),
+    ("INCLUDE from clients only", "[clients]\nINCLUDE=paths\n[paths]\nBASE_DIR=/p\n", {}),
+    ("[*] runs for common, then never again", "[*]\nA=star\n[server]\nA=s\n", {"A": "star"}),
+    ("[*] after them runs for the MAC", "[common]\nC=1\n[server]\nA=s\n[*]\nA=star\n", {"C": "1", "A": "star"}),
+    ("a MAC pattern naming the server does not", "[server]\nA=s\n[00:11:*]\nA=mac\n", {"A": "s"}),
+    ("[server] sets HOSTNAME: its section", "[server]\nHOSTNAME=srv\n[srv]\nA=h\n", {"HOSTNAME": "srv", "A": "h"}),
+    ("unset", "[common]\nA=c\n[server]\nunset A\n", {}),
+    ("expansion of what it set", '[server]\nD=/data\nBASE_DIR="$D/ltsp"\n', {"D": "/data", "BASE_DIR": "/data/ltsp"}),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "expected"), SERVER_CASES, ids=[case[0] for case in SERVER_CASES])
+def test_server_variables(what, text, expected):
+    result = ltsp_conf_server_entries(text, "ltsp.conf")
+    assert {name: entry.value for name, entry in result.items()} == expected
+    assert not result.unknown
+
+
+def test_server_entries_name_the_line_and_why_a_variable_is_unknown():
+    text = "[server]\nINCLUDE=paths\n[paths]\nBASE_DIR=/a\nBASE_DIR=$(cat /b)\nX=1; read Y Z\n"
+    result = ltsp_conf_server_entries(text, "ltsp.conf")
+
+    assert result["X"] == Entry("1", "ltsp.conf", 6)
+    assert result.unknown == {"BASE_DIR", "Y", "Z"}
+    assert result.why_unknown == {
+        "BASE_DIR": "ltsp.conf:5: not evaluated: 'BASE_DIR=$(cat /b)' ($(...) command substitution), "
+        "so BASE_DIR is unknown",
+        "Y": "ltsp.conf:6: not evaluated: 'X=1; read Y Z' (get_hosts evaluates assignments only), so Y, Z are unknown",
+        "Z": "ltsp.conf:6: not evaluated: 'X=1; read Y Z' (get_hosts evaluates assignments only), so Y, Z are unknown",
+    }
+    with pytest.raises(LtspConfError):
+        ltsp_conf_server_entries(b"[server]\nA=\0\n", "ltsp.conf")
+
+
+@pytest.fixture(scope="session")
+def ltsp_on_the_server(ltsp, tmp_path_factory):
+    """LTSP's 55-config.sh with eval_ini's client test made false: it runs what it runs on the server."""
+    original = os.path.join(os.path.dirname(ltsp.config_sh), "root", CONFIG_SH)
+    with open(original, encoding="utf-8") as handle:
+        text = handle.read()
+    patched = tmp_path_factory.mktemp("ltsp-server") / "55-config-server.sh"
+    patched.write_text(text.replace(CLIENT_TEST, "false"))
+    return ltsp._replace(config_sh=str(patched))
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize(
+    "text",
+    [case[1] for case in SERVER_CASES] + [ORACLE_MAIN, ORACLE_ODD, ORACLE_STAR],
+    ids=[case[0] for case in SERVER_CASES] + ["main", "odd", "star"],
+)
+def test_oracle_on_the_server(ltsp_on_the_server, tmp_path, shell, text):
+    """LTSP with the server's MAC, IP and HOSTNAME unset: what ltsp_conf_server_entries assumes."""
+    names = sorted(set(names_in(text)) | {"BASE_DIR"})
+    result = ltsp_conf_server_entries(text, "ltsp.conf")
+    ours_ = {name: result[name].value for name in names if name in result}
+    assert ours_ == oracle(ltsp_on_the_server, shell, tmp_path, text, NOBODY, names)

@@ -8,8 +8,6 @@ tested on tables through the script's own functions. Nothing is mocked.
 """
 
 import contextlib
-import importlib.machinery
-import importlib.util
 import os
 import shutil
 import socket
@@ -22,6 +20,13 @@ from pathlib import Path
 import pytest
 
 import ltsp_lbcore
+from ltsp_update_sshkeys.base import default_base
+from ltsp_update_sshkeys.cli import DEFAULT_EXTRASERVERS, build_parser
+from ltsp_update_sshkeys.keys import CACHE_HEADER, HEADER, HostKey, parse_known_hosts
+from ltsp_update_sshkeys.messages import SshKeysError
+from ltsp_update_sshkeys.names import Server, parse_server
+from ltsp_update_sshkeys.policy import cache_keys, chroot_keys, plan_keys, silent_warning
+from ltsp_update_sshkeys.scan import KEYSCAN_SLACK_SECONDS
 
 SCRIPT = Path(__file__).resolve().parent.parent / "ltsp-update-sshkeys"
 SSHD = "/usr/sbin/sshd"
@@ -32,17 +37,6 @@ HOST_KEY_ALGORITHM = {
     "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp256",
     "ssh-rsa": "rsa-sha2-512",
 }
-
-
-def load_script_module():
-    loader = importlib.machinery.SourceFileLoader("ltsp_update_sshkeys", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-sshkeys = load_script_module()
 
 
 def missing_ssh_tools():
@@ -205,7 +199,7 @@ class Site:
         names = ",".join(own_names)
         own = [f"{names} {algorithm} {self.own_keys[algorithm]}\n" for algorithm in sorted(self.own_keys)]
         extra = [line for server in sorted(servers, key=lambda s: s.port) for line in server.lines()]
-        return sshkeys.HEADER + "".join(own) + "".join(extra)
+        return HEADER + "".join(own) + "".join(extra)
 
 
 def own_names_written(text):
@@ -269,7 +263,7 @@ def ssh_verdict(known_hosts, port, algorithm):
     ],
 )
 def test_parse_server_accepts(spec, host, port, known_hosts_name):
-    server = sshkeys.parse_server(spec)
+    server = parse_server(spec)
     assert (server.host, server.port, server.known_hosts_name) == (host, port, known_hosts_name)
 
 
@@ -294,7 +288,7 @@ def test_parse_server_accepts(spec, host, port, known_hosts_name):
 )
 def test_parse_server_rejects(spec, reason):
     with pytest.raises(ValueError) as raised:
-        sshkeys.parse_server(spec)
+        parse_server(spec)
     assert reason in str(raised.value)
 
 
@@ -307,9 +301,91 @@ def test_parse_known_hosts_reads_plain_lines_only():
         "d ssh-ed25519 not*base64\n"
         "e\n"
     )
-    keys = sshkeys.parse_known_hosts(text)
+    keys = parse_known_hosts(text)
     assert sorted(keys) == ["[b]:2222", "a"]
     assert {key.key_type for key in keys["a"]} == {"ssh-ed25519"}
+
+
+# ---------------------------------------------------------------- the keep policy: which keys each file gets
+
+A, B = Server("a"), Server("b", 2222)
+NEW, OLD, CHROOT_ONLY = (HostKey("ssh-ed25519", blob) for blob in ("TkVX", "T0xE", "Q0hST09U"))
+
+KEEP_POLICY = [
+    # (what, scanned, cache, {chroot: its own file}, {chroot: what it gets}, what the cache records, warnings)
+    (
+        "an answer wins over the cache and over every chroot's file (a rotated key is dropped)",
+        {A: {NEW}},
+        {"a": {OLD}},
+        {"i386": {"a": {CHROOT_ONLY}}},
+        {"i386": {A: {NEW}}},
+        {A: {NEW}},
+        [],
+    ),
+    (
+        "silent, in the cache: the cache's keys everywhere, the chroot's own ignored",
+        {A: set()},
+        {"a": {OLD}},
+        {"i386": {"a": {CHROOT_ONLY}}, "amd64": {}},
+        {"i386": {A: {OLD}}, "amd64": {A: {OLD}}},
+        {A: {OLD}},
+        ["server a did not answer: kept its 1 last known keys"],
+    ),
+    (
+        "silent, not in the cache: each chroot keeps its own keys, for itself only; the cache records none",
+        {A: set()},
+        {},
+        {"i386": {"a": {CHROOT_ONLY}}, "amd64": {}},
+        {"i386": {A: {CHROOT_ONLY}}, "amd64": {A: set()}},
+        {},
+        ["server a did not answer: not in the cache; kept the keys each chroot's own file had, in i386 (1)"],
+    ),
+    (
+        "silent, known nowhere: no keys, said so",
+        {A: set()},
+        {"b": {OLD}},
+        {"i386": {}},
+        {"i386": {A: set()}},
+        {},
+        ["server a did not answer: no last known keys"],
+    ),
+    (
+        "the cache and the chroot name a server by host and port: [b]:2222 is not b",
+        {B: set()},
+        {"b": {OLD}},
+        {"i386": {"b": {CHROOT_ONLY}}},
+        {"i386": {B: set()}},
+        {},
+        ["server [b]:2222 did not answer: no last known keys"],
+    ),
+    (
+        "one answers, one silent from the cache: the cache keeps both for the next run",
+        {A: {NEW}, B: set()},
+        {"[b]:2222": {OLD}, "a": {OLD}},
+        {"i386": {}},
+        {"i386": {A: {NEW}, B: {OLD}}},
+        {A: {NEW}, B: {OLD}},
+        ["server [b]:2222 did not answer: kept its 1 last known keys"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "scanned", "cache", "chroot_files", "chroots", "cached", "warnings"),
+    KEEP_POLICY,
+    ids=[row[0] for row in KEEP_POLICY],
+)
+def test_keep_policy(what, scanned, cache, chroot_files, chroots, cached, warnings):
+    plan = plan_keys(sorted(scanned), scanned, cache)
+    got, kept_by_server = {}, {}
+    for chroot, remembered in chroot_files.items():
+        got[chroot], kept = chroot_keys(plan, remembered)
+        for server, count in kept.items():
+            kept_by_server.setdefault(server, {})[chroot] = count
+
+    assert got == chroots
+    assert cache_keys(plan) == cached
+    assert [silent_warning(plan, server, kept_by_server.get(server)) for server in plan.silent] == warnings
 
 
 # ---------------------------------------------------------------- the real command
@@ -346,7 +422,7 @@ def test_every_chroot_gets_own_and_extra_keys_that_ssh_accepts(site, sshd_a):
         assert "Permission denied" in verdict, verdict
     # ...and refuses it without the file's lines: the check above can fail.
     header_only = site.root / "header_only"
-    header_only.write_text(sshkeys.HEADER)
+    header_only.write_text(HEADER)
     verdict = ssh_verdict(header_only, sshd_a.port, "ssh-ed25519")
     assert "Host key verification failed" in verdict, verdict
 
@@ -385,7 +461,7 @@ def test_second_sshd_on_another_port_gets_bracketed_lines(site, sshd_a, sshd_b):
     for server in (sshd_a, sshd_b):
         lines = [line for line in text.splitlines() if line.startswith(f"[127.0.0.1]:{server.port} ")]
         assert len(lines) == 3
-    assert site.cache.read_text() == sshkeys.CACHE_HEADER + "".join(
+    assert site.cache.read_text() == CACHE_HEADER + "".join(
         line for server in sorted((sshd_a, sshd_b), key=lambda s: s.port) for line in server.lines()
     )
 
@@ -436,7 +512,7 @@ def test_stopped_server_keeps_its_last_known_keys(site, tmp_path, sshd_a, rememb
         assert site.cache.read_bytes() == cache_before
     else:
         # The cache records only what ssh-keyscan fetched: a chroot's file never plants keys there.
-        assert site.cache.read_text() == sshkeys.CACHE_HEADER + "".join(sshd_a.lines())
+        assert site.cache.read_text() == CACHE_HEADER + "".join(sshd_a.lines())
 
 
 @needs_sshd
@@ -451,7 +527,7 @@ def test_server_that_never_speaks_times_out(site, sshd_a):
 
     assert result.returncode == 1
     assert f"server [127.0.0.1]:{silent_port} did not answer" in result.stderr
-    assert elapsed < 1 + sshkeys.KEYSCAN_SLACK_SECONDS + 3
+    assert elapsed < 1 + KEYSCAN_SLACK_SECONDS + 3
     assert f"[127.0.0.1]:{sshd_a.port} ssh-ed25519" in site.known_hosts().read_text()
 
 
@@ -611,12 +687,12 @@ def test_help_and_version():
     version = subprocess.run([sys.executable, str(SCRIPT), "--version"], capture_output=True, text=True, check=False)
 
     assert help_result.returncode == 0
-    for option in ("--base", "--extraservers", "--cache", "--timeout", "--export", "--quiet", "--host-keys-dir"):
+    for option in ("--base", "--ltsp-conf", "--extraservers", "--cache", "--timeout", "--export", "--quiet"):
         assert option in help_result.stdout
     assert (version.returncode, version.stdout) == (0, f"ltsp-update-sshkeys {ltsp_lbcore.__version__}\n")
 
 
-@pytest.mark.skipif(os.path.exists(sshkeys.DEFAULT_EXTRASERVERS), reason="this machine has a real extraservers file")
+@pytest.mark.skipif(os.path.exists(DEFAULT_EXTRASERVERS), reason="this machine has a real extraservers file")
 def test_missing_default_extraservers_means_no_extra_servers(tmp_path, own_keys):
     base = tmp_path / "base"
     (base / "i386" / "etc").mkdir(parents=True)
@@ -635,7 +711,7 @@ def test_missing_default_extraservers_means_no_extra_servers(tmp_path, own_keys)
     assert (result.returncode, result.stderr) == (0, "")
     text = (base / "i386" / "etc" / "ssh" / "ssh_known_hosts").read_text()
     assert [line for line in text.splitlines() if not line.startswith("#") and not line.startswith("server,")] == []
-    assert len(text.splitlines()) == len(sshkeys.HEADER.splitlines()) + 3
+    assert len(text.splitlines()) == len(HEADER.splitlines()) + 3
 
 
 # ---------------------------------------------------------------- the default base: LTSP 5 or LTSP 20+
@@ -673,6 +749,15 @@ BASES = [
     ([LTSP20], "[clients]\nBASE_DIR=/c\n[pc01]\nBASE_DIR=/p\n", "/srv/ltsp", "is installed"),
     ([LTSP20], "# BASE_DIR=/commented\nBASE_DIR = /spaced\n", "/spaced", "{conf}:2"),
     ([], "[server]\nBASE_DIR=/data/ltsp\n", "/opt/ltsp", "neither"),  # ltsp.conf alone is not LTSP 20+
+    # LTSP's own shell: INCLUDE= runs the section it names, as [server] runs it.
+    ([LTSP20], "[server]\nINCLUDE=paths\n[paths]\nBASE_DIR=/data/ltsp\n", "/data/ltsp", "{conf}:4"),
+    ([LTSP20], "[common]\nINCLUDE = Paths\n[server]\nX=1\n[paths]\nBASE_DIR='/d l'\n", "/d l", "{conf}:6"),
+    ([LTSP20], "[clients]\nINCLUDE=paths\n[paths]\nBASE_DIR=/p\n", "/srv/ltsp", "is installed"),  # clients only
+    ([LTSP20], "[server]\nBASE_DIR=/a;b\n", "/a", "{conf}:2"),  # then the command b runs
+    ([LTSP20], "[common]\nBASE_DIR=/c\n[server]\nunset BASE_DIR\n", "/srv/ltsp", "is installed"),
+    ([LTSP20], '[server]\nD=/data\nBASE_DIR="$D/ltsp"\n', "/data/ltsp", "{conf}:3"),
+    # section_call runs the first section matching "server": [*] ran for "common" already, so nothing.
+    ([LTSP20], "[*]\nBASE_DIR=/star\n[server]\nBASE_DIR=/s\n", "/star", "{conf}:2"),
 ]
 
 
@@ -681,26 +766,83 @@ def test_default_base_follows_the_installed_ltsp(tmp_path, present, ltsp_conf, b
     make_tree(tmp_path, present, ltsp_conf)
     conf = tmp_path / "etc" / "ltsp" / "ltsp.conf"
 
-    chosen, reason = sshkeys.default_base(str(tmp_path))
+    chosen, reason = default_base(str(tmp_path))
 
     assert chosen == str(tmp_path / base.lstrip("/"))
     assert why.format(conf=conf) in reason
 
 
 @pytest.mark.parametrize(
-    "line",
-    ["BASE_DIR=$HOME/ltsp", "BASE_DIR=~/ltsp", "BASE_DIR=`pwd`", 'BASE_DIR="/a/$X"', "BASE_DIR=ltsp", "BASE_DIR=/a;b"],
+    ("line", "why"),
+    [
+        ("BASE_DIR=$HOME/ltsp", "$HOME is not set by ltsp.conf before this, and LTSP's own value is not known here"),
+        ("BASE_DIR=~/ltsp", "~ home directory expansion"),
+        ("BASE_DIR=`pwd`", "`...` command substitution"),
+        ('BASE_DIR="/a/$X"', "$X is not set by ltsp.conf before this, and LTSP's own value is not known here"),
+        ("read BASE_DIR", "get_hosts evaluates assignments only"),
+    ],
 )
-def test_base_dir_ltsp_cannot_read_is_an_error_naming_the_line(tmp_path, line):
+def test_base_dir_ltsp_cannot_read_is_an_error_naming_the_line(tmp_path, line, why):
     make_tree(tmp_path, [LTSP20], f"[server]\n{line}\n")
     conf = tmp_path / "etc" / "ltsp" / "ltsp.conf"
 
-    with pytest.raises(sshkeys.SshKeysError) as raised:
-        sshkeys.default_base(str(tmp_path))
+    with pytest.raises(SshKeysError) as raised:
+        default_base(str(tmp_path))
 
-    value = line.split("=", 1)[1]
     assert str(raised.value) == (
-        f"cannot tell BASE_DIR from {conf}:2 ({value!r} is not one absolute path without shell expansion); give --base"
+        f"cannot tell BASE_DIR: {conf}:2: not evaluated: {line!r} ({why}), so BASE_DIR is unknown; give --base"
+    )
+
+
+def test_a_relative_base_dir_is_an_error_naming_the_line(tmp_path):
+    make_tree(tmp_path, [LTSP20], "[server]\nINCLUDE=paths\n[paths]\nBASE_DIR=ltsp\n")
+    conf = tmp_path / "etc" / "ltsp" / "ltsp.conf"
+
+    with pytest.raises(SshKeysError) as raised:
+        default_base(str(tmp_path))
+
+    assert str(raised.value) == f"cannot tell BASE_DIR from {conf}:4 ('ltsp' is not an absolute path); give --base"
+
+
+def run_with_ltsp_conf(tmp_path, own_keys, text):
+    """The real command, --ltsp-conf naming a temporary ltsp.conf holding text, no --base."""
+    conf = tmp_path / "ltsp.conf"
+    conf.write_text(text)
+    command = [sys.executable, str(SCRIPT), "--ltsp-conf", str(conf), "--host-keys-dir", str(own_keys[0])]
+    command += ["--extraservers", os.devnull, "--cache", str(tmp_path / "cache")]
+    return conf, subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_base_dir_from_a_section_server_includes(tmp_path, own_keys):
+    base = tmp_path / "data" / "ltsp"
+    (base / "x86_64" / "etc").mkdir(parents=True)
+
+    conf, result = run_with_ltsp_conf(
+        tmp_path, own_keys, f"[server]\nINCLUDE=paths\n\n[clients]\nBASE_DIR=/nowhere\n\n[paths]\nBASE_DIR={base}\n"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"ltsp-update-sshkeys: base {base} (LTSP 20+: BASE_DIR in {conf}:8)\n" in result.stderr
+    assert (base / "x86_64" / "etc" / "ssh" / "ssh_known_hosts").read_text().startswith(HEADER)
+
+
+def test_base_dir_ltsp_conf_cannot_tell_is_one_error_line(tmp_path, own_keys):
+    conf, result = run_with_ltsp_conf(tmp_path, own_keys, "[server]\nINCLUDE=paths\n[paths]\nBASE_DIR=$(cat /b)\n")
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"ltsp-update-sshkeys: error: cannot tell BASE_DIR: {conf}:4: not evaluated: 'BASE_DIR=$(cat /b)' "
+        "($(...) command substitution), so BASE_DIR is unknown; give --base\n"
+    )
+
+
+def test_a_missing_ltsp_conf_named_on_the_command_line_is_an_error(tmp_path, own_keys):
+    command = [sys.executable, str(SCRIPT), "--ltsp-conf", str(tmp_path / "none.conf"), "--extraservers", os.devnull]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"ltsp-update-sshkeys: error: cannot read ltsp.conf {tmp_path / 'none.conf'}: no such file\n",
     )
 
 
@@ -723,6 +865,24 @@ def test_no_base_anywhere_is_one_error_line_with_the_way_out(tmp_path, own_keys)
         "/srv/ltsp (LTSP 20+) exists): give --base; for LTSP 20+ images use --export /etc/ltsp/ssh_known_hosts, "
         "then ltsp initrd\n"
     )
+
+
+def test_the_man_page_names_every_option():
+    text = (SCRIPT.parent / "docs" / "man" / "ltsp-update-sshkeys.8").read_text(encoding="utf-8")
+    for action in build_parser()._actions:
+        for flag in action.option_strings:
+            assert flag.replace("-", "\\-") in text, f"ltsp-update-sshkeys.8 does not mention {flag}"
+
+
+def test_python_m_runs_the_same_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "ltsp_update_sshkeys", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=SCRIPT.parent,
+    )
+    assert (result.returncode, result.stdout) == (0, f"ltsp-update-sshkeys {ltsp_lbcore.__version__}\n")
 
 
 def test_help_says_what_is_written_where():
