@@ -2,38 +2,50 @@
 
 Rules (docs/get_hosts.md and SPEC.md say the same):
 
-- Every balancer of LB_BALANCER is asked at the same time, each over its own
-  non-blocking socket in one ``select.poll`` loop, under one deadline
-  (LB_BALANCER_TIMEOUT): the first good answer is taken and the others are
-  dropped. A balancer that refuses, resets, times out, answers 503 or sends
-  anything else is no answer; when none answers, get_hosts probes the pool
-  itself, so a login never waits longer than LB_BALANCER_TIMEOUT +
-  LB_TIMEOUT.
+- Every balancer of LB_BALANCER is asked at the same time through the probe
+  engine (``probe.ask_first``: one poll loop for the project), under one
+  deadline (LB_BALANCER_TIMEOUT): names are resolved at once, each in its own
+  thread, so a lookup that hangs costs the other balancers nothing. The first
+  good answer is taken and the others are dropped. A balancer that does not
+  resolve, refuses, resets, times out, answers 503 or sends anything else is
+  no answer; when none answers, get_hosts probes the pool itself, so a login
+  never waits longer than LB_BALANCER_TIMEOUT + LB_TIMEOUT.
 - The request is HTTP/1.0 with ``Connection: close``: the answer ends when
   the balancer closes. The pool goes in the query (``servers=``), or in a
-  form-encoded POST body when the query would be long. What comes back is
-  read up to a cap and parsed here: status line, headers, body. This is the
+  form-encoded POST body when the query would be long. The engine sends it
+  and reads the answer up to a cap; everything here is bytes in, values out
+  (``HttpAnswer``: status line, headers, body), with no I/O. This is the
   client side only: the balancer's HTTP is served by Tornado.
 - A good /v1/hosts answer is ``200`` with one line of names. Names that are
   not in this client's pool are dropped (a balancer never makes get_hosts
   print a host it was not configured with); nothing left is no answer.
-- python3 alone, no threads unless a balancer is named by a host name that
-  needs DNS (then one daemon thread per name, bounded by the same deadline).
+- A good /v1/pool answer (``--status``, ``--json``) is ``200`` with a JSON
+  document checked as strictly as the wire format checks a server's
+  document: at most MAX_POOL_ANSWER_BYTES, nested at most MAX_POOL_DEPTH
+  deep, no NaN or Infinity, no number longer than MAX_NUMBER_CHARS, every
+  known field of its type (DOCUMENT_FIELDS, ROW_FIELDS; fields it does not
+  know are ignored) and every row's stats through ``wire.stats_from_json``.
+  Anything else refuses the whole document: one warning naming the balancer
+  and the bad value, and the pool is probed directly.
 """
 
-import os
-import select
-import socket
 from collections import namedtuple
-from errno import EINPROGRESS
-from time import monotonic
 
-Answer = namedtuple("Answer", "balancer status body elapsed_ms")
-Answer.__doc__ = "balancer: 'host:port' asked. status: HTTP status (int). body: bytes. elapsed_ms: float."
+from get_hosts.probe import Conversation, ProbeResult, ask_first
+from ltsp_lbcore import wire
 
 MAX_HOSTS_ANSWER_BYTES = 256 * 1024
 MAX_POOL_ANSWER_BYTES = 8 * 1024 * 1024  # /v1/pool of a 1,000-server site is about 700 KB
 MAX_QUERY_BYTES = 2000  # longer pools go in a POST body: some proxies cut URLs
+MAX_POOL_DEPTH = 8  # the document's own: document, servers, row, stats (4); the rest is room to grow
+MAX_NUMBER_CHARS = 40  # int('9' * 10**6) takes seconds on a thin client
+MAX_TEXT_CHARS = 1000
+MAX_VALUE_CHARS = 60  # of a bad value quoted in a warning
+
+Balancer = namedtuple("Balancer", "host port")  # what the probe engine asks: .host, .port
+
+
+# --- HTTP, bytes in and values out ----------------------------------------------------
 
 
 def quote(text):
@@ -70,6 +82,30 @@ def parse_response(data):
     return int(status_line[1]), body
 
 
+class HttpAnswer:
+    """The probe engine's decoder for one HTTP/1.0 answer: CHECK(status, body) makes its value.
+
+    CHECK raises ValueError for an answer that is no good; so does a
+    response that is not HTTP. The engine caps the bytes fed.
+    """
+
+    complete = False  # Connection: close: the answer ends when the balancer closes
+
+    def __init__(self, check):
+        self._check = check
+        self._chunks = []  # joined once at close: += would copy 8 MB a few thousand times
+
+    def feed(self, data):
+        self._chunks.append(data)
+
+    def close(self):
+        try:
+            status, body = parse_response(b"".join(self._chunks))
+        except ValueError as error:
+            raise ValueError(f"not an HTTP answer: {error}") from None
+        return self._check(status, body)
+
+
 def hosts_from_answer(body, pool_names):
     """The names of a /v1/hosts body that are in POOL_NAMES (as the pool writes them), in order, once each."""
     by_lower = {name.lower(): name for name in pool_names}
@@ -86,240 +122,237 @@ def hosts_from_answer(body, pool_names):
     return chosen
 
 
-class _Exchange:
-    """One balancer's request and answer, driven by the poll loop."""
-
-    __slots__ = ("addresses", "data", "error", "label", "limit", "request", "sent", "sock")
-
-    def __init__(self, label, addresses, request, limit):
-        self.label = label
-        self.addresses = list(addresses)
-        self.request = request
-        self.limit = limit
-        self.sock = None
-        self.sent = 0
-        self.data = b""
-        self.error = None
-
-
-def _addresses(host, port, deadline):
-    """getaddrinfo for HOST, numeric at once; a name in a daemon thread bounded by DEADLINE."""
-    try:
-        return socket.getaddrinfo(host.encode("ascii"), port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
-    except (socket.gaierror, UnicodeError, ValueError):
-        pass
-    import threading
-
-    found = []
-
-    def resolve():
-        try:
-            found.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
-        except (OSError, UnicodeError, ValueError):
-            found.append([])
-
-    worker = threading.Thread(target=resolve, daemon=True)
-    worker.start()
-    worker.join(max(0.0, deadline - monotonic()))
-    return found[0] if found else []
-
-
-def exchange(balancers, make_request, limit, timeout_ms, accept):
-    """Send each balancer its request at once; return (Answer or None, [why each other one failed]).
-
-    BALANCERS: (host, port) pairs. make_request(host) -> bytes. ACCEPT(Answer)
-    -> True when the answer is good (the first good one ends the exchange).
-    """
-    start = monotonic()
-    deadline = start + timeout_ms / 1000.0
-    poller = select.poll()
-    by_fd = {}
-    exchanges = []
-    for host, port in balancers:
-        label = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        ex = _Exchange(label, _addresses(host, port, deadline), make_request(host), limit)
-        exchanges.append(ex)
-        _connect(ex, poller, by_fd)
-    failures = []
-    try:
-        while by_fd:
-            now = monotonic()
-            if now >= deadline:
-                break
-            for fd, events in poller.poll((deadline - now) * 1000.0 + 1.0):
-                ex = by_fd.get(fd)
-                if ex is None:
-                    continue
-                answer = _step(ex, events, poller, by_fd, start)
-                if answer is not None:
-                    if accept(answer):
-                        return answer, failures
-                    failures.append(f"{ex.label}: answered {answer.status}: {_first_line(answer.body)}")
-        for ex in exchanges:
-            if ex.sock is not None:
-                failures.append(f"{ex.label}: no answer within {timeout_ms} ms")
-            elif ex.error is not None:
-                failures.append(f"{ex.label}: {ex.error}")
-        return None, failures
-    finally:
-        for ex in exchanges:
-            if ex.sock is not None:
-                ex.sock.close()
-
-
 def _first_line(body):
     return body.decode("utf-8", "replace").strip().split("\n")[0][:200]
 
 
-def _connect(ex, poller, by_fd):
-    while ex.addresses:
-        family, socktype, proto, _name, sockaddr = ex.addresses.pop(0)
-        try:
-            sock = socket.socket(family, socktype, proto)
-        except OSError as error:
-            ex.error = f"cannot open a socket: {error.strerror}"
+# --- /v1/pool, checked like a document ------------------------------------------------
+
+
+def _count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= wire.MAX_NUMBER
+
+
+def _number(value):
+    # NaN fails both comparisons; Infinity the second.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= wire.MAX_NUMBER
+
+
+# kind: (accepts a non-None value, what it should have been). None is accepted unless the field is required.
+KINDS = {
+    "name": (lambda v: isinstance(v, str) and 0 < len(v) <= 253, "a host name"),
+    "port": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65535, "a port (1-65535)"),
+    "text": (lambda v: isinstance(v, str) and len(v) <= MAX_TEXT_CHARS, f"text of at most {MAX_TEXT_CHARS} chars"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "count": (_count, "a whole number >= 0"),
+    "number": (_number, "a number >= 0"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+}
+
+# (field, kind, required): docs/loadbalancer.md names the same fields.
+DOCUMENT_FIELDS = (
+    ("servers", "list", True),
+    ("poll_seconds", "number", False),
+    ("last_poll_age_ms", "count", False),
+    ("polls", "count", False),
+)
+ROW_FIELDS = (
+    ("host", "name", True),
+    ("port", "port", True),
+    ("state", "text", False),
+    ("usable", "flag", False),
+    ("sessions", "count", False),
+    ("capacity", "number", False),
+    ("rating", "number", False),
+    ("pending", "count", False),
+    ("handed_out_5min", "count", False),
+    ("sample_age_ms", "count", False),
+    ("response_ms", "number", False),
+    ("reason", "text", False),
+    ("stats", "object", False),
+)
+
+PoolRow = namedtuple("PoolRow", "host port stats pending response_ms reason")
+PoolRow.__doc__ = "One checked /v1/pool row: stats is a wire.ServerStats or None; pending an int; the rest may be None."
+
+_JSON_STRING = rb'"[^"\\]*(?:\\.[^"\\]*)*"'
+_INNERMOST_PAIR = rb"\[\]|\{\}"
+_NOT_A_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+
+
+def _shown(value):
+    text = repr(value)
+    return text if len(text) <= MAX_VALUE_CHARS else text[:MAX_VALUE_CHARS] + "..."
+
+
+def _check_depth(data):
+    """ValueError when DATA's JSON nests deeper than MAX_POOL_DEPTH, before json.loads can recurse into it."""
+    import re  # json imports it anyway; a login through /v1/hosts needs neither
+
+    brackets = re.sub(_JSON_STRING, b"", data).translate(None, _NOT_A_BRACKET)
+    for _level in range(MAX_POOL_DEPTH):
+        if not brackets:
+            return
+        brackets = re.sub(_INNERMOST_PAIR, b"", brackets)  # one level a pass, each a C loop
+    if brackets:
+        raise ValueError(f"nested deeper than {MAX_POOL_DEPTH} levels (or brackets unbalanced)")
+
+
+def _bounded_number(convert):
+    def parse(text):
+        if len(text) > MAX_NUMBER_CHARS:
+            raise ValueError(f"a number of {len(text)} digits: {text[:20]}...")
+        return convert(text)
+
+    return parse
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number")
+
+
+def _check_fields(where, record, fields):
+    if not isinstance(record, dict):
+        raise ValueError(f"{where or 'the document'} is not an object: {_shown(record)}")
+    for field, kind, required in fields:
+        value = record.get(field)
+        path = f"{where}.{field}" if where else field
+        if value is None:
+            if required:
+                raise ValueError(f"{path} is missing")
             continue
-        sock.setblocking(False)
-        try:
-            code = sock.connect_ex(sockaddr)
-        except (OSError, OverflowError, ValueError) as error:
-            sock.close()
-            ex.error = f"connect failed: {error}"
-            continue
-        if code not in (0, EINPROGRESS):
-            sock.close()
-            ex.error = f"connect failed: {os.strerror(code)}"
-            continue
-        ex.sock = sock
-        by_fd[sock.fileno()] = ex
-        poller.register(sock.fileno(), select.POLLOUT)
-        return
-    if ex.error is None:
-        ex.error = "no address to connect to"
+        accepts, expected = KINDS[kind]
+        if not accepts(value):
+            raise ValueError(f"{path} is not {expected}: {_shown(value)}")
 
 
-def _drop(ex, poller, by_fd, error=None):
-    poller.unregister(ex.sock.fileno())
-    del by_fd[ex.sock.fileno()]
-    ex.sock.close()
-    ex.sock = None
-    ex.error = error
+def read_pool_document(body):
+    """The rows of a /v1/pool body (bytes), as PoolRows in document order; ValueError naming the first bad value."""
+    import json
 
-
-def _step(ex, events, poller, by_fd, start):
-    """Advance one exchange on a poll event; an Answer once the balancer closed after a whole response."""
-    sock = ex.sock
-    if ex.sent < len(ex.request):
-        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if code:
-            _drop(ex, poller, by_fd, f"connect failed: {os.strerror(code)}")
-            if ex.addresses:
-                _connect(ex, poller, by_fd)
-            return None
-        try:
-            ex.sent += sock.send(ex.request[ex.sent :])
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError as error:
-            _drop(ex, poller, by_fd, f"sending failed: {error.strerror}")
-            return None
-        if ex.sent == len(ex.request):
-            poller.modify(sock.fileno(), select.POLLIN)
-        return None
+    _check_depth(body)
     try:
-        chunk = sock.recv(65536)
-    except (BlockingIOError, InterruptedError):
-        return None
-    except OSError as error:
-        _drop(ex, poller, by_fd, f"reading failed: {error.strerror}")
-        return None
-    if chunk:
-        ex.data += chunk
-        if len(ex.data) > ex.limit:
-            _drop(ex, poller, by_fd, f"answer larger than {ex.limit} bytes")
-        return None
-    data = ex.data
-    _drop(ex, poller, by_fd)
-    try:
-        status, body = parse_response(data)
-    except ValueError as error:
-        ex.error = f"not an HTTP answer: {error}"
-        return None
-    return Answer(ex.label, status, body, (monotonic() - start) * 1000.0)
+        document = json.loads(
+            body,
+            parse_int=_bounded_number(int),
+            parse_float=_bounded_number(float),
+            parse_constant=_no_constant,
+        )
+    except ValueError as error:  # UnicodeDecodeError and json's own errors are ValueErrors
+        raise ValueError(f"not JSON: {error}") from None
+    _check_fields("", document, DOCUMENT_FIELDS)
+    rows = []
+    for number, row in enumerate(document["servers"]):
+        where = f"servers[{number}]"
+        _check_fields(where, row, ROW_FIELDS)
+        try:
+            stats = None if row.get("stats") is None else wire.stats_from_json(row["stats"])
+        except wire.ProtocolError as error:
+            raise ValueError(f"{where}.stats: {error}") from None
+        pending = row.get("pending") or 0
+        rows.append(PoolRow(row["host"], row["port"], stats, pending, row.get("response_ms"), row.get("reason")))
+    return rows
 
 
 # --- what get_hosts asks -------------------------------------------------------------
 
 
-def _ask(settings, make_request, limit, accept):
-    """exchange() with every balancer of SETTINGS: (the first accepted Answer or None, explain lines)."""
-    answer, failures = exchange(settings.balancers, make_request, limit, settings.balancer_timeout_ms, accept)
-    return answer, [f"balancer {failure}" for failure in failures]
+def _label(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _ask(settings, make_request, make_check, limit):
+    """Every balancer of SETTINGS at once: (label, value, ms) of the first good answer, or None; explain lines.
+
+    make_request(host) -> bytes. make_check(label) -> check(status, body), as HttpAnswer takes it.
+    """
+    entries = [Balancer(host, port) for host, port in settings.balancers]
+    conversations = []
+    for entry in entries:
+        check = make_check(_label(entry.host, entry.port))
+        conversations.append(Conversation(make_request(entry.host), lambda c=check: HttpAnswer(c), limit, ""))
+    results = ask_first(entries, conversations, settings.balancer_timeout_ms)
+    explain = []
+    winner = None
+    for entry, result in zip(entries, results):
+        if result is None:  # still under way when another answered
+            continue
+        label = _label(entry.host, entry.port)
+        if result.error is None:
+            winner = (label, result.stats, result.response_ms)
+        else:
+            explain.append(f"balancer {label}: {result.error}")
+    return winner, explain
 
 
 def ask_for_hosts(settings):
     """(names best first, or None; explain lines): one login through the balancers of SETTINGS."""
     pool_names = [entry.name for entry in settings.servers]
     words = [_pool_word(entry) for entry in settings.servers]
-    chosen = {}  # Answer -> the pool names it gives, worked out once
 
-    def good(answer):
-        chosen[answer] = hosts_from_answer(answer.body, pool_names) if answer.status == 200 else []
-        return bool(chosen[answer])
+    def make_check(_balancer):
+        def check(status, body):
+            if status != 200:
+                raise ValueError(f"answered {status}: {_first_line(body)}")
+            names = hosts_from_answer(body, pool_names)
+            if not names:
+                raise ValueError(f"answered no host of the pool: {_first_line(body)!r}")
+            return names
 
-    answer, explain = _ask(settings, lambda host: hosts_request(words, host), MAX_HOSTS_ANSWER_BYTES, good)
-    if answer is None:
+        return check
+
+    winner, explain = _ask(settings, lambda host: hosts_request(words, host), make_check, MAX_HOSTS_ANSWER_BYTES)
+    if winner is None:
         return None, explain
-    names = chosen[answer]
-    explain.append(f"balancer {answer.balancer} answered in {answer.elapsed_ms:.0f} ms: {' '.join(names)}")
+    label, names, elapsed_ms = winner
+    explain.append(f"balancer {label} answered in {elapsed_ms:.0f} ms: {' '.join(names)}")
     return names, explain
 
 
 def ask_for_pool(settings):
-    """(ProbeResults in pool order from one balancer's /v1/pool, or None; explain lines)."""
-    import json
+    """(ProbeResults in pool order from one balancer's /v1/pool, or None; explain lines; warnings).
 
-    documents = {}  # Answer -> its servers list, parsed once
+    A warning names each balancer whose document was refused, and the bad value.
+    """
+    warnings = []
 
-    def good(answer):
-        try:
-            servers = json.loads(answer.body).get("servers") if answer.status == 200 else None
-        except (ValueError, AttributeError):
-            servers = None
-        documents[answer] = servers
-        return isinstance(servers, list)
+    def make_check(label):
+        def check(status, body):
+            if status != 200:
+                raise ValueError(f"answered {status}: {_first_line(body)}")
+            try:
+                return read_pool_document(body)
+            except ValueError as error:
+                warnings.append(f"balancer {label} sent a bad /v1/pool: {error}")
+                raise ValueError(f"bad /v1/pool: {error}") from None
 
-    answer, explain = _ask(settings, lambda host: request_bytes("GET", "/v1/pool", host), MAX_POOL_ANSWER_BYTES, good)
-    if answer is None:
-        return None, explain
+        return check
+
+    request = lambda host: request_bytes("GET", "/v1/pool", host)  # noqa: E731 (one line, one use)
+    winner, explain = _ask(settings, request, make_check, MAX_POOL_ANSWER_BYTES)
+    if winner is None:
+        return None, explain, warnings
+    label, pool_rows, elapsed_ms = winner
     rows = {}
-    for row in documents[answer]:
-        if isinstance(row, dict) and isinstance(row.get("host"), str):
-            rows.setdefault((row["host"].lower(), row.get("port")), row)
-    results = [
-        _result_from_row(entry, rows.get((entry.host.lower(), entry.port)), answer) for entry in settings.servers
-    ]
-    explain.append(f"the pool as balancer {answer.balancer} sees it ({answer.elapsed_ms:.0f} ms)")
-    return results, explain
+    for row in pool_rows:
+        rows.setdefault((row.host.lower(), row.port), row)
+    results = [_result_from_row(entry, rows.get((entry.host.lower(), entry.port)), label) for entry in settings.servers]
+    explain.append(f"the pool as balancer {label} sees it ({elapsed_ms:.0f} ms)")
+    return results, explain, warnings
 
 
-def _result_from_row(entry, row, answer):
-    """The ProbeResult a /v1/pool row stands for, its pending logins counted in; Down when it is missing or bad."""
-    from get_hosts.probe import ProbeResult
-    from ltsp_lbcore import wire
-
+def _result_from_row(entry, row, label):
+    """The ProbeResult a checked /v1/pool row stands for, its pending logins counted in; Down when it is missing."""
     if row is None:
-        return ProbeResult(entry, None, None, f"not in the SERVERS of balancer {answer.balancer}")
-    try:
-        stats = wire.stats_from_json(row.get("stats"))
-    except wire.ProtocolError as error:
-        reason = row.get("reason") if row.get("stats") is None else f"bad row from the balancer: {error}"
-        return ProbeResult(entry, None, None, str(reason or "down"))
-    pending = row.get("pending") if isinstance(row.get("pending"), int) else 0
-    if pending > 0:  # the balancer's accounting: logins it handed out that the figures do not show yet
+        return ProbeResult(entry, None, None, f"not in the SERVERS of balancer {label}")
+    if row.stats is None:
+        return ProbeResult(entry, None, None, row.reason or "down")
+    stats = row.stats
+    if row.pending > 0:  # the balancer's accounting: logins it handed out that the figures do not show yet
+        pending = row.pending
         stats = stats._replace(rating=max(0.0, stats.rating - pending), sessions=(stats.sessions or 0) + pending)
-    response_ms = row.get("response_ms") if isinstance(row.get("response_ms"), (int, float)) else None
-    return ProbeResult(entry, stats, response_ms, None)
+    return ProbeResult(entry, stats, row.response_ms, None)
 
 
 def _pool_word(entry):

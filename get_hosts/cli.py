@@ -196,8 +196,10 @@ def _gather(settings, wants_table, explain):
         from get_hosts import balancer_client
 
         if wants_table:
-            results, lines = balancer_client.ask_for_pool(settings)
+            results, lines, warnings = balancer_client.ask_for_pool(settings)
             explain.extend(lines)
+            for warning in warnings:
+                _stderr(f"{PROG}: warning: {_escape(warning)}")
         else:
             names, lines = balancer_client.ask_for_hosts(settings)
             explain.extend(lines)

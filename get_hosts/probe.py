@@ -38,6 +38,10 @@ Rules (the CLI, the balancer and the tests rely on them):
   whichever comes first), so it includes name resolution and connecting.
 - ``straggler=False`` (the balancer's periodic poll) waits for every server
   until the deadline: a slow but live server is never marked Down early.
+- The same loop holds other short conversations (``Conversation``): get_hosts
+  asks its balancers through ``ask_first``, which sends each one its request
+  once connected, reads the answer up to that conversation's cap into its own
+  decoder, and ends the round at the first answer a decoder accepts.
 
 The straggler rule (docs/get_hosts.md says the same):
 
@@ -85,15 +89,32 @@ READ_CHUNK = 4096
 ProbeResult = namedtuple("ProbeResult", "entry stats response_ms error")
 ProbeResult.__doc__ = """One pool entry's outcome.
 
-entry: the PoolEntry probed. stats: wire.ServerStats, or None when Down.
+entry: the PoolEntry probed. stats: wire.ServerStats (ask_first: what the
+conversation's decoder made of the answer), or None when Down.
 response_ms: float, start of the probe to the end of the document, or None.
 error: why it is Down (str), or None.
 """
+
+Conversation = namedtuple("Conversation", "request new_decoder limit refused")
+Conversation.__doc__ = """What a probe says and reads once connected.
+
+request: bytes sent first (b"": nothing; the daemon speaks unasked).
+new_decoder(): a fresh decoder, made at the answer's first byte: feed(bytes);
+``complete`` turns true when the answer is whole before the server closes;
+close() returns the value the probe settles with. Any of them raises
+ValueError for an answer it refuses.
+limit: the most bytes read; one more is refused. refused: the words put
+before the decoder's error in the reason.
+"""
+
+# ltsp-server-advertise: connect, read one document, done.
+ADVERTISE = Conversation(b"", wire.Decoder, wire.MAX_DOCUMENT_BYTES, "bad document: ")
 
 _POLL_ERR = select.POLLERR | select.POLLHUP | select.POLLNVAL
 
 # Phases of one probe, named for the reasons given when the deadline hits.
 RESOLVING, WAITING, CONNECTING, READING = "resolving the name", "waiting for a free socket", "connecting", "reading"
+SENDING = "sending the request"
 
 
 # --- the state of a round: no I/O ----------------------------------------------------
@@ -190,10 +211,24 @@ class ProbeRound:
 class _Probe:
     """The sockets and bytes of one server's probe; owned by the poll loop."""
 
-    __slots__ = ("addresses", "batch", "decoder", "host", "index", "nbytes", "phase", "port", "sock")
+    __slots__ = (
+        "addresses",
+        "batch",
+        "conversation",
+        "decoder",
+        "host",
+        "index",
+        "nbytes",
+        "phase",
+        "port",
+        "sent",
+        "sock",
+    )
 
-    def __init__(self, index, entry):
+    def __init__(self, index, entry, conversation):
         self.index = index
+        self.conversation = conversation
+        self.sent = 0  # bytes of the request sent
         host = entry.host
         # Accept a bracketed IPv6 literal even if the pool parser kept them.
         if host.startswith("[") and host.endswith("]"):
@@ -284,15 +319,26 @@ class _OutOfSockets(Exception):
 
 
 class _PollLoop:
-    """Drives one ProbeRound with non-blocking sockets and select.poll."""
+    """Drives one ProbeRound with non-blocking sockets and select.poll.
 
-    def __init__(self, round_):
+    conversations: one Conversation per entry (default: ADVERTISE for all).
+    first_wins: end the round at the first answer, leaving the others
+    unsettled (None) instead of giving them up.
+    """
+
+    def __init__(self, round_, conversations=None, first_wins=False):
         self.round = round_
+        self.first_wins = first_wins
         self.poller = select.poll()
         self.by_fd = {}
         self.waiting = []  # connected nowhere yet: out of file descriptors (next wave)
         self.batch = 0  # counts poll() calls; see _Probe.batch
-        self.probes = [_Probe(index, entry) for index, entry in enumerate(round_.entries)]
+        if conversations is None:
+            conversations = [ADVERTISE] * len(round_.entries)
+        self.probes = [
+            _Probe(index, entry, conversation)
+            for index, (entry, conversation) in enumerate(zip(round_.entries, conversations))
+        ]
 
     def finish(self, probe, stats=None, error=None):
         self._close(probe)
@@ -354,8 +400,12 @@ class _PollLoop:
         sock = probe.sock
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0 and events & select.POLLOUT:
-            probe.phase = READING
-            self.poller.modify(sock.fileno(), select.POLLIN)
+            if probe.conversation.request:
+                probe.phase = SENDING
+                self.on_writable(probe)
+            else:
+                probe.phase = READING
+                self.poller.modify(sock.fileno(), select.POLLIN)
             return
         self._close(probe)
         last = f"connect failed: {os.strerror(code) if code else 'connection closed'}"
@@ -364,8 +414,22 @@ class _PollLoop:
         else:
             self.finish(probe, error=last)
 
+    def on_writable(self, probe):
+        request = probe.conversation.request
+        try:
+            probe.sent += probe.sock.send(memoryview(request)[probe.sent :])  # a view: no copy of the rest
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self.finish(probe, error=f"sending the request failed: {_os_reason(error)}")
+            return
+        if probe.sent == len(request):
+            probe.phase = READING
+            self.poller.modify(probe.sock.fileno(), select.POLLIN)
+
     def on_readable(self, probe):
-        limit = wire.MAX_DOCUMENT_BYTES + 1 - probe.nbytes
+        conversation = probe.conversation
+        limit = conversation.limit + 1 - probe.nbytes
         try:
             data = probe.sock.recv(min(READ_CHUNK, limit))
         except (BlockingIOError, InterruptedError):
@@ -376,11 +440,14 @@ class _PollLoop:
         if probe.decoder is None:
             # Made at the first byte, not at connect: a parser lives only while a document
             # arrives, not while a thousand servers are being connected to.
-            probe.decoder = wire.Decoder()
+            probe.decoder = conversation.new_decoder()
         try:
             if data:
                 probe.nbytes += len(data)
                 probe.decoder.feed(data)
+                if probe.nbytes > conversation.limit:
+                    self.finish(probe, error=f"answer larger than {conversation.limit} bytes")
+                    return
                 if not probe.decoder.complete:
                     return
                 # The root element closed: the answer is whole, whether or
@@ -389,8 +456,8 @@ class _PollLoop:
                 self.finish(probe, error="closed the connection without sending anything")
                 return
             stats = probe.decoder.close()
-        except wire.ProtocolError as error:
-            self.finish(probe, error=f"bad document: {error}")
+        except ValueError as error:  # wire.ProtocolError is one
+            self.finish(probe, error=f"{conversation.refused}{error}")
             return
         self.finish(probe, stats=stats)
 
@@ -421,6 +488,8 @@ class _PollLoop:
             return
         if probe.phase == CONNECTING:
             self.on_connected(probe, events)
+        elif probe.phase == SENDING:
+            self.on_writable(probe)
         elif events & (select.POLLIN | _POLL_ERR):
             self.on_readable(probe)
 
@@ -439,7 +508,7 @@ class _PollLoop:
             if names:
                 resolver = _Resolver(names)
                 self.poller.register(resolver.read_fd, select.POLLIN)
-            while self.round.pending:
+            while self.round.pending and not (self.first_wins and self.round.last_answer is not None):
                 now = monotonic()
                 if now >= self.round.cutoff:
                     break
@@ -449,7 +518,8 @@ class _PollLoop:
                     self.dispatch(fd, events, resolver)
                 if self.waiting:
                     self.start_next_wave()
-            self.give_up_pending()
+            if self.round.last_answer is None or not self.first_wins:
+                self.give_up_pending()
         finally:
             for probe in self.probes:
                 if probe.sock is not None:
@@ -477,4 +547,17 @@ def probe_pool(entries, timeout_ms, straggler=True):
     """
     round_ = ProbeRound(entries, monotonic(), timeout_ms, straggler)
     _PollLoop(round_).run()
+    return round_.results
+
+
+def ask_first(entries, conversations, timeout_ms):
+    """Hold one Conversation with each entry at once, under one deadline, until the first accepted answer.
+
+    Returns ProbeResults in entry order: ``stats`` is the decoder's value for
+    the one that answered first; the others are Down with their reason, or
+    None when still under way when that answer came. Names resolve in
+    threads like the pool's, so a lookup that hangs costs the others nothing.
+    """
+    round_ = ProbeRound(entries, monotonic(), timeout_ms, straggler=False)
+    _PollLoop(round_, conversations, first_wins=True).run()
     return round_.results

@@ -82,6 +82,31 @@ def dribble(data, interval=0.1):
     return behaviour
 
 
+def http(status, body, reason="OK", content_type="text/plain"):
+    """The bytes of an HTTP/1.1 response with BODY (bytes): what a balancer (or a hostile one) sends."""
+    return f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n\r\n".encode() + body
+
+
+def answer(response, before=None):
+    """Read the request's head (kept in server.requests), wait for the event BEFORE if any (5 s at most),
+    then send RESPONSE (bytes) and close: an HTTP server of one answer."""
+
+    def behaviour(conn, server):
+        data = b""
+        conn.settimeout(5)
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        server.requests = [*getattr(server, "requests", []), data]
+        if before is not None:
+            before.wait(5)
+        conn.sendall(response)
+
+    return behaviour
+
+
 def send_then_stall(data):
     """Send DATA, then keep the connection open (never close)."""
 

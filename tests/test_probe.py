@@ -14,6 +14,7 @@ import sys
 import pytest
 from fakeservers import (
     Elapsed,
+    answer,
     document,
     dribble,
     refused_port,
@@ -296,3 +297,69 @@ def test_the_deadline_bounds_the_grace(serve):
     assert results[0].stats is not None
     assert "timed out after 30 ms" in results[1].error
     assert t.seconds < 0.03 + SLACK
+
+
+# --- conversations: a request sent, an answer of its own kind (get_hosts asking its balancers) ---
+
+
+class Echo:
+    """A decoder for the tests: keeps the bytes; an answer not starting with b"ok" is refused."""
+
+    complete = False
+
+    def __init__(self):
+        self.data = b""
+
+    def feed(self, data):
+        self.data += data
+
+    def close(self):
+        if not self.data.startswith(b"ok"):
+            raise ValueError(f"not ok: {self.data[:10]!r}")
+        return self.data
+
+
+def talk(request=b"GET /x HTTP/1.0\r\n\r\n", limit=1000):
+    return probe.Conversation(request, Echo, limit, "refused: ")
+
+
+def test_a_conversation_sends_its_request_and_its_decoder_makes_the_value(serve):
+    server = serve(answer(b"ok, got it"))
+    with Elapsed() as t:
+        [result] = probe.ask_first([entry(server)], [talk()], 2000)
+    assert (result.stats, result.error) == (b"ok, got it", None)
+    assert server.requests == [b"GET /x HTTP/1.0\r\n\r\n"]
+    assert 0 < result.response_ms < 1000 and t.seconds < 1
+
+
+def test_the_first_accepted_answer_ends_the_round_and_the_others_stay_unsettled(serve):
+    refused = serve(send(b"no"))  # answers first, but its decoder refuses it
+    good = serve(send(b"ok", delay=0.1))
+    slow = serve(send(b"ok, but late", delay=1.5))
+    with Elapsed() as t:
+        results = probe.ask_first([entry(s) for s in (refused, good, slow)], [talk(b"")] * 3, 3000)
+    assert t.seconds < 1.0
+    assert results[0].error == "refused: not ok: b'no'"
+    assert results[1].stats == b"ok"
+    assert results[2] is None  # still under way: neither waited for nor given up
+
+
+def test_an_answer_over_the_conversations_cap_is_refused(serve):
+    server = serve(answer(b"ok" + b"x" * 5000))
+    [result] = probe.ask_first([entry(server)], [talk(limit=4096)], 2000)
+    assert result.error == "answer larger than 4096 bytes"
+
+
+def test_a_request_the_server_never_reads_costs_the_deadline_while_sending(serve):
+    server = serve(stall)
+    with Elapsed() as t:
+        [result] = probe.ask_first([entry(server)], [talk(b"x" * (16 << 20))], 300)
+    assert result.error == "timed out after 300 ms while sending the request"
+    assert t.seconds < 0.3 + SLACK
+
+
+def test_no_answer_at_all_gives_each_its_own_reason(serve):
+    mute = serve(stall)
+    results = probe.ask_first([entry(mute), entry(refused_port())], [talk(), talk()], 300)
+    assert results[0].error == "timed out after 300 ms while reading (0 bytes so far)"
+    assert results[1].error.startswith("connect failed")
