@@ -65,8 +65,11 @@ def request_bytes(method, path, host, form=None):
     return f"POST {path} HTTP/1.0\r\n{head}\r\n{body}".encode()
 
 
-def hosts_request(pool_words, host):
+def hosts_request(pool_words, host, failed=None):
+    """The /v1/hosts request; FAILED: the pool name of this client's last login that did not last."""
     form = {"servers": " ".join(pool_words)}
+    if failed:
+        form["failed"] = failed
     method = "GET" if len(form["servers"]) < MAX_QUERY_BYTES else "POST"
     return request_bytes(method, "/v1/hosts", host, form)
 
@@ -286,8 +289,12 @@ def _ask(settings, make_request, make_check, limit):
     return winner, explain
 
 
-def ask_for_hosts(settings):
-    """(names best first, or None; explain lines): one login through the balancers of SETTINGS."""
+def ask_for_hosts(settings, failed=None):
+    """(names best first, or None; explain lines): one login through the balancers of SETTINGS.
+
+    FAILED: the pool name of this client's last login, which did not last
+    (retry.py); the balancer puts it last and counts the report.
+    """
     pool_names = [entry.name for entry in settings.servers]
     words = [_pool_word(entry) for entry in settings.servers]
 
@@ -302,7 +309,9 @@ def ask_for_hosts(settings):
 
         return check
 
-    winner, explain = _ask(settings, lambda host: hosts_request(words, host), make_check, MAX_HOSTS_ANSWER_BYTES)
+    winner, explain = _ask(
+        settings, lambda host: hosts_request(words, host, failed), make_check, MAX_HOSTS_ANSWER_BYTES
+    )
     if winner is None:
         return None, explain
     label, names, elapsed_ms = winner

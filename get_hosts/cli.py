@@ -131,7 +131,7 @@ def _run(options, settings):
         client_key, key_source, line = pipeline.mac_hash_key(settings)
         explain.append(line)
 
-    names, results, waited_ms = _gather(settings, wants_table, explain)
+    names, results, waited_ms = _gather(settings, wants_table, explain, failed[-1] if failed else None)
     if names:
         _emit_hosts(options, explain, settings, _put_last(names, failed, str), failed)
         return 0
@@ -186,7 +186,7 @@ def _emit_hosts(options, explain, settings, names, failed):
         retry.write_state(settings.state_dir, monotonic(), names[0], failed)
 
 
-def _gather(settings, wants_table, explain):
+def _gather(settings, wants_table, explain, failed=None):
     """(names a balancer chose, or None; ProbeResults, or None; ms waited): the balancers first, else the probe."""
     from time import monotonic
 
@@ -201,7 +201,7 @@ def _gather(settings, wants_table, explain):
             for warning in warnings:
                 _stderr(f"{PROG}: warning: {_escape(warning)}")
         else:
-            names, lines = balancer_client.ask_for_hosts(settings)
+            names, lines = balancer_client.ask_for_hosts(settings, failed)
             explain.extend(lines)
             if names:
                 waited_ms = (monotonic() - started) * 1000.0

@@ -5,7 +5,7 @@ import pwd
 import time
 
 import pytest
-from fakeservers import document, send
+from fakeservers import answer, document, http, send
 from test_cli import pool, run
 
 from get_hosts import retry
@@ -169,3 +169,17 @@ def test_the_state_file_is_replaced_whole(serve, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["get_hosts.last"]
     text = (tmp_path / "get_hosts.last").read_text()
     assert text.endswith("\n") and text.split()[1:] == ["127.0.0.2", "127.0.0.1"]
+
+
+def test_a_balancer_is_told_which_login_did_not_last(serve, tmp_path):
+    servers = two_servers(serve)
+    balancer = serve(answer(http(200, b"127.0.0.1 127.0.0.2\n")), host="127.0.0.1")
+    env = {"LB_BALANCER": balancer.pool_word, "LB_BALANCER_TIMEOUT": "3000"}
+    first = login(servers, tmp_path, "--explain", **env)
+    assert first.stdout == b"127.0.0.1 127.0.0.2\n", first.stderr
+    second = login(servers, tmp_path, "--explain", **env)
+    # The balancer's order still puts .1 first; this client's own memory puts it last.
+    assert second.stdout == b"127.0.0.2 127.0.0.1\n", second.stderr
+    first_request, second_request = balancer.requests
+    assert b"failed=" not in first_request
+    assert b"failed=127.0.0.1" in second_request.split(b"\r\n", 1)[0]
