@@ -9,8 +9,9 @@ Rules:
 - Every server gets one Verdict from the first filter of FILTERS that
   rejects it, in this order: Down (no valid answer), Failing (the daemon
   says its login service fails its check), Drain (state drain or
-  maint), Swapped (swapping now, when LB_SKIP_SWAPPING), Busy (load per CPU
-  above LB_MAX_LOAD, or answered slower than LB_MAX_RESPONSE_MS). These are
+  maint, or WEIGHT 0: the admin's "takes no new sessions"), Swapped
+  (swapping now, when LB_SKIP_SWAPPING), Busy (load per CPU above
+  LB_MAX_LOAD, or answered slower than LB_MAX_RESPONSE_MS). These are
   skipped. A server that passes is Idle when its rating is above 0, else Busy
   as a last resort: used only after every Idle server.
 - An algorithm orders the Idle servers, then (separately) the last-resort
@@ -60,6 +61,12 @@ def _not_ready(result, limits):
     return None if state == READY else f"state {state}: takes no new sessions"
 
 
+def _weight_zero(result, limits):
+    # The daemon's config says WEIGHT 0 takes no new sessions: skipped like
+    # drain, never a last resort (its rating would make it one).
+    return "WEIGHT 0: takes no new sessions" if result.stats.weight == 0 else None
+
+
 def _swapping(result, limits):
     if limits.skip_swapping and result.stats.swapping:
         return "swapping now (LB_SKIP_SWAPPING)"
@@ -84,6 +91,7 @@ FILTERS = (
     (DOWN, _no_answer),
     (FAILING, _failing),
     (DRAINING, _not_ready),
+    (DRAINING, _weight_zero),
     (SWAPPED, _swapping),
     (BUSY, _overloaded),
     (BUSY, _too_slow),

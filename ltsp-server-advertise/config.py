@@ -61,7 +61,8 @@ _KEYS = (
         whole_number(0),
         "Relative capacity of this server next to the others in the pool: 50 next to 100 "
         "takes half the share. It scales the capacity the rating is computed from (docs/PROTOCOL.md); "
-        "0 takes no new sessions.",
+        "0 takes no new sessions: get_hosts and ltsp-loadbalancer skip it as they skip STATE = drain "
+        "(running sessions stay), never as a last resort.",
     ),
     Key(
         "SAMPLE_SECONDS",

@@ -83,6 +83,11 @@ FILTER_TABLE = [
         "rating",
     ),
     ("rating 0 is a last resort", {"rating": 0.0}, NO_LIMITS, "Busy", choose.LAST_RESORT, "rating 0"),
+    ("WEIGHT 0 takes no new sessions", {"weight": 0, "rating": 0.0}, NO_LIMITS, "Drain", None, "WEIGHT 0: takes"),
+    ("WEIGHT 0 is skipped whatever its rating", {"weight": 0, "rating": 7.0}, NO_LIMITS, "Drain", None, "WEIGHT 0"),
+    ("WEIGHT 1 is kept", {"weight": 1, "rating": 0.2}, NO_LIMITS, "Idle", choose.PREFERRED, "rating 0.2"),
+    ("drain's reason wins over WEIGHT 0", {"state": "drain", "weight": 0}, NO_LIMITS, "Drain", None, "state drain"),
+    ("a failing check wins over WEIGHT 0", {"failing": "sshd down", "weight": 0}, NO_LIMITS, "Failing", None, "sshd"),
     ("drain wins over swapping", {"state": "drain", "swapping": True}, NO_LIMITS, "Drain", None, "drain"),
     (
         "swapping wins over load",
@@ -126,6 +131,17 @@ def test_idle_servers_come_before_full_ones():
     assert [r.entry.name for r in choice.order] == ["idle2", "idle1", "full"]
     assert choice.fallback is None
     assert [v.label for v in choice.verdicts] == ["Busy", "Idle", "Down", "Idle"]
+
+
+def test_weight_zero_is_never_a_last_resort():
+    # Before: a WEIGHT 0 server (rating 0) came after the Idle ones as "Busy",
+    # and took every login once the others were full or gone.
+    results = [result("zero", weight=0, rating=0.0), result("full", rating=0.0), result("idle", rating=3.0)]
+    choice = choose.choose(results, NO_LIMITS, choose.order_best_rated, random.Random(1))
+    assert [r.entry.name for r in choice.order] == ["idle", "full"]
+    assert [v.label for v in choice.verdicts] == ["Drain", "Busy", "Idle"]
+    alone = choose.choose([result("zero", weight=0, rating=0.0)], NO_LIMITS, choose.order_best_rated, random.Random(1))
+    assert "1 Drain" in alone.fallback, "only the whole-pool fallback may still print it"
 
 
 def test_no_usable_server_falls_back_to_the_whole_pool_in_order():
