@@ -13,8 +13,13 @@ Rules:
 - ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
+- ``failed=HOST`` (get_hosts' retry): HOST goes last in this answer and is
+  one failure report from this client (by its address) for outlier
+  ejection (ejection.py); hosts outside SERVERS are ignored. Only the first
+  word counts: a client's last login went to one host.
 - Counters (for /metrics): answers by result, logins handed out per server,
-  poll errors per server. No user names anywhere: requests carry none.
+  poll errors and ejections per server. No user names anywhere: requests
+  carry none, and no client address is logged.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections import Counter
 from get_hosts.settings import PoolEntry
 from ltsp_lbcore.states import DOWN
 
-from .pool import Limits, Pool
+from .pool import USABLE_TIERS, Limits, Pool
 
 OK, NO_SERVER, UNKNOWN_SERVERS = "ok", "no_usable_server", "unknown_servers"
 
@@ -39,30 +44,36 @@ class Balancer:
     def __init__(self, config, rng=None):
         self.rng = rng or random.Random()
         self.config = config
-        self.pool = self._new_pool(config)
         self.answers = Counter()  # result -> count
         self.handed_out = Counter()  # host -> logins handed out since start
         self.poll_errors = Counter()  # host -> polls that found it Down
+        self.ejections = Counter()  # host -> outlier ejections since start (ejection.py counts them)
+        self.pool = self._new_pool(config)
         self.polls = 0
         self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
     def _new_pool(self, config):
         entries = [PoolEntry(host, host, port) for host, port in config.servers]
-        return Pool(entries, self.rng, limits_of(config), config.login_window_seconds)
+        return Pool(entries, self.rng, limits_of(config), config.login_window_seconds, ejections=self.ejections)
 
     @property
     def entries(self):
         return [server.entry for server in self.pool.servers]
 
     def reconfigure(self, config, now):
-        old = {(s.entry.host, s.entry.port): s for s in self.pool.servers}
+        old_pool = self.pool
+        old = {(s.entry.host, s.entry.port): i for i, s in enumerate(old_pool.servers)}
         self.config = config
         self.pool = self._new_pool(config)
-        for server in self.pool.servers:
-            previous = old.get((server.entry.host, server.entry.port))
-            if previous is not None:
+        kept = []
+        for index, server in enumerate(self.pool.servers):
+            previous_index = old.get((server.entry.host, server.entry.port))
+            if previous_index is not None:
+                previous = old_pool.servers[previous_index]
                 server.result, server.taken_at = previous.result, previous.taken_at
                 server.pending, server.handed_out = previous.pending, previous.handed_out
+                kept.append((index, previous_index))
+        self.pool.outliers.carry_over(old_pool.outliers, kept)
         self.pool.rerank(now)
 
     def polled(self, entries, results, now):
@@ -77,15 +88,25 @@ class Balancer:
         for callback in self.on_poll:
             callback(self, now)
 
-    def hosts(self, words, now):
-        """One login: (line of hosts, None) or (None, reason). WORDS: the servers a request names, or None."""
+    def hosts(self, words, now, failed=None, peer=None):
+        """One login: (line of hosts, None) or (None, reason).
+
+        WORDS: the servers a request names, or None. FAILED: its failed= words (the first counts), or
+        None. PEER: the client's address.
+        """
+        pool = self.pool
         among = None
         if words is not None:
-            among = self.pool.known(words)
+            among = pool.known(words)
             if not among:
                 self.answers[UNKNOWN_SERVERS] += 1
                 return None, "none of the servers named in the request is in this balancer's SERVERS"
-        order = self.pool.choose(now, among)
+        last = ()
+        if failed:
+            last = pool.known(failed[:1])
+            if last:
+                pool.report(last, peer, now)
+        order = pool.choose(now, among, last, peer)
         if not order:
             self.answers[NO_SERVER] += 1
             if self.pool.polled_at is None:
@@ -99,14 +120,15 @@ class Balancer:
     def pool_view(self, now):
         """The whole pool as /v1/pool's JSON document (a dict)."""
         rows = []
-        for server in self.pool.servers:
+        outliers = self.pool.outliers
+        for index, server in enumerate(self.pool.servers):
             stats, verdict = server.stats, server.verdict
             rows.append(
                 {
                     "host": server.entry.host,
                     "port": server.entry.port,
                     "state": verdict.label if verdict is not None else DOWN,
-                    "usable": verdict is not None and verdict.tier is not None,
+                    "usable": verdict is not None and verdict.tier in USABLE_TIERS,
                     "sessions": None if stats is None else stats.sessions,
                     "capacity": None if stats is None else stats.capacity,
                     "rating": None if stats is None else stats.rating,
@@ -115,6 +137,7 @@ class Balancer:
                     "sample_age_ms": None if server.taken_at is None else round((now - server.taken_at) * 1000),
                     "response_ms": None if server.result is None else server.result.response_ms,
                     "reason": self._reason(server),
+                    **outliers.view(index, now),
                     "stats": None if stats is None else stats._asdict(),
                 }
             )

@@ -12,7 +12,9 @@ Routes (SPEC.md has the contract):
 - ``GET /v1/hosts?servers=H1+H2&mac=M&ip=I&hostname=N`` and the same fields
   as a form-encoded ``POST /v1/hosts``: one line of hosts, ``text/plain``,
   or 503 with a one-line reason. mac, ip and hostname are accepted and not
-  used: least-full needs no client identity, and none is logged. This route
+  used: least-full needs no client identity, and none is logged.
+  ``failed=HOST`` (get_hosts' retry) is passed on with the client's address
+  (the connection's peer: what tells reporters apart, never logged). This route
   is the hot path (HostsRequest, no RequestHandler); the others go through
   Tornado's application and handlers (Router chooses by path).
 - ``GET /v1/pool``: the whole pool as JSON.
@@ -92,7 +94,10 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
             fields.update(urllib.parse.parse_qs(b"".join(self.body).decode("latin-1")))
         servers = " ".join(fields.get("servers", ()))
         words = servers.split() if servers.strip() else None
-        line, reason = self.balancer.hosts(words, monotonic())
+        failed = fields.get("failed")
+        if failed:
+            failed = failed[0].split()
+        line, reason = self.balancer.hosts(words, monotonic(), failed, self.connection.context.remote_ip)
         if line is None:
             self._respond(503, reason)
         else:

@@ -13,7 +13,7 @@ Rules:
   is not 377, as on the status page), ``state`` (the server's pool state:
   one series per server, the current one), ``result``, ``handler`` (a fixed
   set of routes, so a scanner's paths cannot grow the series) and ``code``.
-- Series per server are kept few (9): at 1,000 servers the library's
+- Series per server are kept few (10): at 1,000 servers the library's
   rendering costs about 5 us a series, and the scrape must stay well under
   50 ms. Figures a Down server does not have are absent, never 0.
 - Reading the balancer (a copy of /v1/pool's document and the counters)
@@ -61,7 +61,7 @@ METRICS = (
         "ltsp_server_state",
         "gauge",
         ("server", "state"),
-        "Always 1, labelled with the server's pool state: Idle, Busy, Swapped, Drain or Down",
+        "Always 1, labelled with the server's pool state: Idle, Busy, Swapped, Drain, Failing or Down",
     ),
     ("ltsp_server_sessions", "gauge", SERVER, "User sessions on the server, by its latest document"),
     ("ltsp_server_capacity_sessions", "gauge", SERVER, "Sessions the server can hold in all (scaled by its WEIGHT)"),
@@ -70,6 +70,12 @@ METRICS = (
     ("ltsp_server_sample_age_seconds", "gauge", SERVER, "Age of the server's latest figures"),
     ("ltsp_server_logins_handed_out_total", "counter", SERVER, "Logins handed to the server (first host of an answer)"),
     ("ltsp_server_poll_errors_total", "counter", SERVER, "Polls that found the server Down"),
+    (
+        "ltsp_server_ejections_total",
+        "counter",
+        SERVER,
+        "Outlier ejections of the server by this balancer: its logins never became sessions, or clients reported them",
+    ),
     (
         "ltsp_balancer_answers_total",
         "counter",
@@ -144,6 +150,7 @@ class BalancerCollector:
             balancer.pool_view(self.clock()),
             dict(balancer.handed_out),
             dict(balancer.poll_errors),
+            dict(balancer.ejections),
             dict(balancer.answers),
             balancer.polls,
             getattr(self.poller, "round_seconds", None),
@@ -153,7 +160,7 @@ class BalancerCollector:
         return families(self.read())
 
 
-Reading = namedtuple("Reading", "view handed_out poll_errors answers polls round_seconds")
+Reading = namedtuple("Reading", "view handed_out poll_errors ejections answers polls round_seconds")
 Reading.__doc__ = "A copy of the balancer's figures at one scrape: /v1/pool's document and its counters."
 
 
@@ -183,7 +190,7 @@ def families(reading):
     view = reading.view
     rows = view["servers"]
     names = [server_label(row["host"], row["port"]) for row in rows]
-    # The balancer counts hand-outs and poll errors by host: named as the server when the host is unique.
+    # The balancer counts hand-outs, poll errors and ejections by host: named as the server when the host is unique.
     per_host = Tally(row["host"] for row in rows)
     by_host = {row["host"]: name for row, name in zip(rows, names) if per_host[row["host"]] == 1}
 
@@ -192,6 +199,7 @@ def families(reading):
     for metric, tally in (
         ("ltsp_server_logins_handed_out_total", reading.handed_out),
         ("ltsp_server_poll_errors_total", reading.poll_errors),
+        ("ltsp_server_ejections_total", reading.ejections),
     ):
         family = _family(CounterMetricFamily, metric, SERVER)
         for host in {**dict.fromkeys(row["host"] for row in rows), **dict.fromkeys(tally)}:

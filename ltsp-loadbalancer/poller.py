@@ -19,6 +19,7 @@ import logging
 from time import monotonic
 
 from get_hosts.probe import probe_pool
+from ltsp_lbcore import wire  # noqa: F401 - the probe engine imports it at its first document: here, before the privilege drop
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,13 @@ Rules (docs/placement.md measures them):
 - A request may restrict the pool to servers it names; servers the balancer
   does not know are ignored (never contacted: the balancer polls only its
   own SERVERS).
+- **Outliers** (ejection.py decides): each poll tells it which logins became
+  sessions, which expired and whose sessions fell; /v1/hosts' ``failed=``
+  reports go to it too. A server it ejects is Failing, in a tier of its own
+  (EJECTED) named only when no other server of the request is usable: a
+  login screen is never left without a host while any server is usable.
+  A half-open server is ranked as usual while its trial slot is free.
+- A request's ``failed=`` servers go last in its answer.
 """
 
 from __future__ import annotations
@@ -47,7 +54,9 @@ import operator
 from collections import deque, namedtuple
 
 from get_hosts import choose
-from ltsp_lbcore.states import DOWN
+from ltsp_lbcore.states import DOWN, FAILING
+
+from .ejection import Outliers
 
 Limits = namedtuple("Limits", "max_response_ms max_load skip_swapping")
 Limits.__doc__ = "The filters of choose.assess (get_hosts' LB_MAX_RESPONSE_MS, LB_MAX_LOAD, LB_SKIP_SWAPPING)."
@@ -64,6 +73,9 @@ MAX_SHARE_SCALE = 8.0
 # Distinct request words remembered by Pool.known (a site's clients name one pool).
 KNOWN_CACHE_WORDS = 4096
 _INDEX = operator.itemgetter(2)  # a ranking key's server index
+# The tier of servers ejected as outliers (choose's tiers are PREFERRED 0 and LAST_RESORT 1).
+EJECTED = 2
+USABLE_TIERS = (choose.PREFERRED, choose.LAST_RESORT)
 
 
 class Server:
@@ -99,9 +111,13 @@ class Server:
 class Pool:
     """Every server of SERVERS, the accounting, and the ranking that choosing reads."""
 
-    def __init__(self, entries, rng, limits=DEFAULT_LIMITS, login_window_seconds=30.0, history_seconds=300.0):
+    def __init__(
+        self, entries, rng, limits=DEFAULT_LIMITS, login_window_seconds=30.0, history_seconds=300.0, ejections=None
+    ):
         self.servers = [Server(entry) for entry in entries]
         self.names = [server.entry.host for server in self.servers]
+        # EJECTIONS: the balancer's count per host (kept across reloads, for /metrics).
+        self.outliers = Outliers(self.names, login_window_seconds, ejections)
         self.rng = rng
         self.limits = limits
         self.login_window_seconds = login_window_seconds
@@ -111,7 +127,7 @@ class Pool:
         self._recent = deque()  # our hand-out times, for the share estimate
         self._growth = deque()  # (poll time, sessions the pool gained since the poll before)
         # Per tier (PREFERRED, LAST_RESORT): sorted [(fullness, tiebreak, index)].
-        self._ranked = {choose.PREFERRED: [], choose.LAST_RESORT: []}
+        self._ranked = {choose.PREFERRED: [], choose.LAST_RESORT: [], EJECTED: []}
         self._known_words = {}
         self._by_name = {}
         for index, server in enumerate(self.servers):
@@ -122,8 +138,15 @@ class Pool:
     def update(self, results, now):
         """A poll's results (one ProbeResult per server, pool order) arrived at NOW."""
         self._estimate_share(results, now)
-        for server, result in zip(self.servers, results):
-            self._settle_pending(server, result, now)
+        outliers = self.outliers
+        outliers.tick(now)
+        for index, (server, result) in enumerate(zip(self.servers, results)):
+            old, new = server.stats, result.stats
+            if old is not None and new is not None and (new.sessions or 0) < (old.sessions or 0):
+                outliers.sessions_fell(index, now)
+            confirmed = self._settle_pending(server, result, now)
+            if confirmed:
+                outliers.confirmed(index, confirmed, now)
             server.result = result
             stats = result.stats
             server.taken_at = None if stats is None else now - stats.sample_age_ms / 1000.0
@@ -152,8 +175,9 @@ class Pool:
             self.share_scale = min(MAX_SHARE_SCALE, ratio) if ratio >= ALONE_BELOW else 1.0
 
     def _settle_pending(self, server, result, now):
-        """Drop the pending logins the new document shows, and those past the login window."""
+        """Drop the pending logins the new document shows: how many (they became sessions)."""
         old, new = server.stats, result.stats
+        settled = 0
         if new is not None and old is not None and server.pending:
             grown = (new.sessions or 0) - (old.sessions or 0)
             ours = -(-grown // self.share_scale) if grown > 0 else 0  # our share of the growth, rounded up
@@ -161,49 +185,87 @@ class Pool:
             while ours > 0 and server.pending and server.pending[0] <= sample_time:
                 server.pending.popleft()
                 ours -= 1
-        self._expire(server, now)
+                settled += 1
+        return settled
 
     def _expire(self, server, now):
-        while server.pending and server.pending[0] < now - self.login_window_seconds:
-            server.pending.popleft()
+        """Drop the pending logins past the login window (the client never logged in): their hand-out times."""
+        expired = None
+        limit = now - self.login_window_seconds
+        pending = server.pending
+        while pending and pending[0] < limit:
+            if expired is None:
+                expired = []
+            expired.append(pending.popleft())
         while server.handed_out and server.handed_out[0] < now - self.history_seconds:
             server.handed_out.popleft()
+        return expired
 
-    def hand_out(self, index, now):
-        """Count a login handed to server INDEX at NOW, and re-rank it."""
+    def hand_out(self, index, now, peer=None):
+        """Count a login handed to server INDEX at NOW (for client PEER), and re-rank it."""
         server = self.servers[index]
         self._unrank(index)
         server.pending.append(now)
         server.handed_out.append(now)
         self._recent.append(now)
-        self._rank(index)
+        if index in self.outliers.out:
+            self.outliers.handed_out(index, peer, now)
+        self._rank(index, now)
+
+    def report(self, indexes, peer, now):
+        """Client PEER says its last login, to one of INDEXES, did not last (get_hosts' failed=)."""
+        for index in indexes:
+            if self.outliers.reported(index, peer, now):
+                self._rerank_one(index, now)
 
     # --- ranking --------------------------------------------------------------------
 
     def rerank(self, now):
-        """Judge and rank every server again (after a poll, or a new config)."""
+        """Judge and rank every server again (after a poll, or a new config); logins past the window expire."""
+        outliers = self.outliers
+        outliers.tick(now)
+        expired = []
+        for index, server in enumerate(self.servers):
+            times = self._expire(server, now)
+            if times:
+                expired.append((index, times))
         for tier in self._ranked.values():
             tier.clear()
         for index, server in enumerate(self.servers):
-            self._expire(server, now)
             server.key = None
-            self._rank(index)
+            self._rank(index, now)
+        # After the ranking: ejection.py weighs the evidence against the pool's usable servers.
+        for index, times in expired:
+            if outliers.expired(index, times, now):
+                self._rerank_one(index, now)
 
-    def _rank(self, index):
+    def _rerank_one(self, index, now):
+        self._unrank(index)
+        self._rank(index, now)
+
+    def _rank(self, index, now):
         server = self.servers[index]
         result = server.result
         if result is None:
             server.verdict = None
+            self.outliers.set_usable(index, False)
             return
         accounted = server.accounted(self.share_scale)
         if accounted is not result.stats:
             result = result._replace(stats=accounted)
-        server.verdict = choose.assess(result, self.limits)
-        if server.verdict.tier is choose.SKIPPED:
+        verdict = choose.assess(result, self.limits)
+        tier = verdict.tier
+        self.outliers.set_usable(index, tier is not choose.SKIPPED)
+        if tier is not choose.SKIPPED and index in self.outliers.out:
+            if not self.outliers.admits(index, now):
+                tier = EJECTED
+            verdict = choose.Verdict(result, FAILING, tier, self.outliers.reason(index, now))
+        server.verdict = verdict
+        if tier is choose.SKIPPED:
             return
         fullness = choose.fullness_after_one_more(server.stats, len(server.pending) * self.share_scale)
         server.key = (fullness, self.rng.random(), index)
-        bisect.insort(self._ranked[server.verdict.tier], server.key)
+        bisect.insort(self._ranked[tier], server.key)
 
     def _unrank(self, index):
         server = self.servers[index]
@@ -240,21 +302,33 @@ class Pool:
             chosen.update(indexes)
         return sorted(chosen)
 
-    def choose(self, now, among=None):
+    def choose(self, now, among=None, last=(), peer=None):
         """Server indexes best first for one login (hands the first out), or [] when none is usable.
 
-        AMONG: the indexes a request restricts the pool to, or None for all.
+        AMONG: the indexes a request restricts the pool to, or None for all. LAST: indexes that go
+        last (the client's failed= servers). PEER: the client's address (a half-open server's trials).
         """
+        if now >= self.outliers.next_change:
+            for index in self.outliers.tick(now):
+                self._rerank_one(index, now)
         allowed = None if among is None else set(among)
         order = []
-        for tier in (choose.PREFERRED, choose.LAST_RESORT):
-            if allowed is None:
-                order.extend(map(_INDEX, self._ranked[tier]))
-            else:
-                order.extend(key[2] for key in self._ranked[tier] if key[2] in allowed)
+        for tier in USABLE_TIERS:
+            self._collect(order, tier, allowed)
+        if not order:  # ejected servers rather than no host at all
+            self._collect(order, EJECTED, allowed)
+        if last and len(order) > 1:
+            failed = set(last)
+            order = [i for i in order if i not in failed] + [i for i in order if i in failed]
         if order:
-            self.hand_out(order[0], now)
+            self.hand_out(order[0], now, peer)
         return order
+
+    def _collect(self, order, tier, allowed):
+        if allowed is None:
+            order.extend(map(_INDEX, self._ranked[tier]))
+        else:
+            order.extend(key[2] for key in self._ranked[tier] if key[2] in allowed)
 
     def down_reason(self, among=None):
         """Why no server (of AMONG, or of the pool) is usable, in get_hosts' words (counts per label)."""

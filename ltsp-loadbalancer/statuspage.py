@@ -32,17 +32,17 @@ from html import escape
 
 from ltsp_lbcore.hostport import format_host_port
 from ltsp_lbcore.ports import ADVERTISE_PORT
-from ltsp_lbcore.states import BUSY, DOWN, DRAINING, IDLE, POOL_STATES, SWAPPED
+from ltsp_lbcore.states import BUSY, DOWN, DRAINING, FAILING, IDLE, POOL_STATES, SWAPPED
 
 from .history import MAX_PERCENT, NO_VALUE, POINTS
 
-STATE_CLASSES = {IDLE: "idle", BUSY: "busy", SWAPPED: "swapped", DRAINING: "drain", DOWN: "down"}
+STATE_CLASSES = {IDLE: "idle", BUSY: "busy", SWAPPED: "swapped", DRAINING: "drain", FAILING: "failing", DOWN: "down"}
 DASH = "\u2014"
 
 # The columns, in order (the script finds a row's cells by position): class, title, help.
 COLUMNS = (
     ("c-host", "Server", "The server as SERVERS names it (with its port when it is not 377)"),
-    ("c-state", "State", "Idle, Busy (full: last resort), Swapped, Drain or Down"),
+    ("c-state", "State", "Idle, Busy (full: last resort), Swapped, Drain, Failing (login service broken) or Down"),
     ("c-fill", "Sessions / capacity", "User sessions over the sessions the server can hold; the light part: pending"),
     ("c-rating num", "Rating", "Sessions it can still take, by its own figures"),
     ("c-handed num", "Logins, 5 min", "Logins this balancer handed to it in the last 5 minutes"),
@@ -50,6 +50,11 @@ COLUMNS = (
     ("c-age num", "Sample age", "Age of its figures"),
     ("c-resp num", "Response", "How long the latest poll took"),
     ("c-hist", "Fullness, last hour", "Peak fullness per 30 s over the last hour; gaps: no answer"),
+    (
+        "c-eject num",
+        "Ejections, 1 h",
+        "Times this balancer took it out in the last hour: its logins never became sessions, or clients reported them",
+    ),
     ("c-reason", "Reason", "Why it is skipped, or only used as a last resort"),
 )
 
@@ -214,6 +219,7 @@ def render_row(server, values):
         f'<td class="c-age num">{seconds_text(server.get("sample_age_ms"))}</td>'
         f'<td class="c-resp num">{ms_text(server.get("response_ms"))}</td>'
         f'<td class="c-hist">{_spark(values)}</td>'
+        f'<td class="c-eject num">{int(server.get("ejections_1h") or 0)}</td>'
         f'<td class="c-reason">{escape(reason_text(server))}</td></tr>'
     )
 
@@ -277,7 +283,7 @@ _WIDTHS = "".join(f".w{n}{{width:{n}%}}" for n in range(101))  # the bars' lengt
 CSS = (
     """
 :root{--fg:#1b1b1b;--muted:#5f6368;--line:#d5d8dc;--head:#eef0f2;--idle:#1e7b34;--busy:#a85200;
---swapped:#7b1fa2;--drain:#1d4ed8;--down:#b3261e}
+--swapped:#7b1fa2;--drain:#1d4ed8;--failing:#ad1457;--down:#b3261e}
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
 background:#fff;margin:0 1rem 1rem}
 h1{font-size:1.25rem;margin:.75rem 0 .25rem}
@@ -295,9 +301,9 @@ tbody th{font-weight:600}
 .state{display:inline-block;min-width:4.5em;text-align:center;border-radius:3px;color:#fff;font-weight:600;
 padding:0 .4em}
 .s-idle{background:var(--idle)}.s-busy{background:var(--busy)}.s-swapped{background:var(--swapped)}
-.s-drain{background:var(--drain)}.s-down{background:var(--down)}
+.s-drain{background:var(--drain)}.s-failing{background:var(--failing)}.s-down{background:var(--down)}
 tr.st-busy{background:#fff4e5}tr.st-swapped{background:#f6ecf9}tr.st-drain{background:#eaf0fd}
-tr.st-down{background:#fdecea}tr.st-down td{color:var(--muted)}
+tr.st-failing{background:#fce4ec}tr.st-down{background:#fdecea}tr.st-down td{color:var(--muted)}
 .bar{display:inline-flex;width:8em;height:.8em;vertical-align:middle;background:#e3e6e9}
 .bar span{flex:none}
 .bar .used{background:var(--idle)}.bar .used.f-mid{background:#c77700}
@@ -316,10 +322,10 @@ SCRIPT = """
   "use strict";
   var SVG = "http://www.w3.org/2000/svg";
   var DASH = "\\u2014";
-  var STATES = {Idle: "idle", Busy: "busy", Swapped: "swapped", Drain: "drain", Down: "down"};
-  var ORDER = ["Idle", "Busy", "Swapped", "Drain", "Down"];
+  var STATES = {Idle: "idle", Busy: "busy", Swapped: "swapped", Drain: "drain", Failing: "failing", Down: "down"};
+  var ORDER = ["Idle", "Busy", "Swapped", "Drain", "Failing", "Down"];
   var COLUMNS = ["c-host", "c-state", "c-fill", "c-rating num", "c-handed num", "c-pending num",
-                 "c-age num", "c-resp num", "c-hist", "c-reason"];
+                 "c-age num", "c-resp num", "c-hist", "c-eject num", "c-reason"];
   var body = document.body;
   var period = Math.min(10, Math.max(1, Number(body.getAttribute("data-refresh")) || 2)) * 1000;
   var tbody = document.getElementById("servers");
@@ -475,7 +481,8 @@ SCRIPT = """
     setText(cells[5], String(s.pending || 0));
     setText(cells[6], secondsText(s.sample_age_ms));
     setText(cells[7], msText(s.response_ms));
-    setText(cells[9], reasonText(s));
+    setText(cells[9], String(s.ejections_1h || 0));
+    setText(cells[10], reasonText(s));
   }
   function emptyRow() {
     var tr = document.createElement("tr"), td = document.createElement("td");

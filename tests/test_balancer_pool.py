@@ -189,3 +189,253 @@ def test_pool_view_names_every_server_with_its_state_and_accounting():
     assert a["sample_age_ms"] == 1000 and a["stats"]["capacity"] == 10.0
     assert (b["state"], b["usable"], b["reason"]) == ("Down", False, "connect failed: Connection refused")
     assert view["last_poll_age_ms"] == 1000 and view["polls"] == 1
+
+
+# --- outlier ejection (ejection.py) on a fake clock ----------------------------------------------------
+
+
+class Site:
+    """A pool on a fake clock, with people behind the logins.
+
+    A login handed to a working server becomes a session DELAY s later (ssh, then the desktop); one handed
+    to a BROKEN server never does. Polls every POLL s, each sample fresh. ``uses`` (rng -> bool) says
+    whether a login handed out is used at all (a greeter nobody sits at).
+    """
+
+    def __init__(self, hosts="a b c d", broken=(), delay=4.0, poll=2.0, capacity=100.0, sessions=0, seed=1):
+        self.pool = Pool(entries(*hosts.split()), random.Random(seed), login_window_seconds=30)
+        self.names = hosts.split()
+        self.broken = {self.names.index(host) for host in broken}
+        self.delay, self.poll_seconds, self.capacity = delay, poll, capacity
+        self.sessions = dict.fromkeys(range(len(self.names)), sessions)
+        self.arriving = []  # (time, server index)
+        self.leaving = []  # (time, server index)
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.next_poll = 0.0
+        self.poll()
+
+    def poll(self):
+        for queue, step in ((self.arriving, 1), (self.leaving, -1)):
+            for item in [item for item in queue if item[0] <= self.now]:
+                queue.remove(item)
+                self.sessions[item[1]] += step
+        results = [
+            up(server.entry, sessions=self.sessions[i], capacity=self.capacity)
+            for i, server in enumerate(self.pool.servers)
+        ]
+        self.pool.update(results, self.now)
+        self.next_poll = self.now + self.poll_seconds
+
+    def login(self, peer=None, uses=True, among=None):
+        order = self.pool.choose(self.now, among=among, peer=peer)
+        if order and uses and order[0] not in self.broken:
+            self.arriving.append((self.now + self.delay, order[0]))
+        return order
+
+    def run(self, seconds, per_second=0.0, uses=lambda rng: True):
+        """SECONDS of logins at PER_SECOND, polls on time. Returns the first host of each answer."""
+        firsts = []
+        end = self.now + seconds
+        gap = 1.0 / per_second if per_second else None
+        next_login = self.now if gap else float("inf")
+        while self.now < end:
+            self.now = min(self.next_poll, next_login, end)
+            if self.now >= self.next_poll:
+                self.poll()
+            if self.now >= next_login:
+                firsts.append(self.names[self.login(uses=uses(self.rng))[0]])
+                next_login += gap
+        return firsts
+
+    def state(self, host):
+        return self.pool.servers[self.names.index(host)].verdict.label
+
+    def health(self, host):
+        return self.pool.outliers.health[self.names.index(host)]
+
+
+def ejection_lines(caplog):
+    return [r.getMessage() for r in caplog.records if r.name.endswith("ejection") and r.levelno >= 30]
+
+
+def test_a_server_whose_logins_never_become_sessions_is_ejected_while_the_others_confirm(caplog):
+    site = Site(broken=["b"])
+    firsts = site.run(45, per_second=2)
+    assert site.state("b") == "Failing" and site.health("b").mode == "ejected"
+    assert [site.state(h) for h in "acd"] == ["Idle"] * 3
+    (line,) = ejection_lines(caplog)
+    assert line.startswith("ejected b for 30 s (1st ejection in the last hour): 4 logins in a row never became")
+    assert line.endswith("within 30 s while 51 of 51 logins elsewhere did")
+    reason = site.pool.servers[1].verdict.reason
+    assert reason.startswith("ejected for ") and "never became sessions" in reason
+    # Ejected at the first expiries (30 s after the storm began), then no login goes there.
+    ejected_at = site.health("b").ejections[0]
+    assert 30 <= ejected_at <= 40
+    assert firsts[int(ejected_at * 2) + 1 :].count("b") == 0
+
+
+@pytest.mark.parametrize(
+    ("case", "broken", "uses"),
+    [
+        # The whole site slow (or nobody logs in): every login expires, none anywhere confirms.
+        ("nobody confirms", "a b c d", lambda rng: True),
+        # Greeters nobody sits at: one login in ten is used, anywhere; long streaks are normal then.
+        ("mostly idle greeters", "", lambda rng: rng.random() < 0.1),
+    ],
+)
+def test_no_ejection_when_unconfirmed_logins_are_not_one_servers_trait(caplog, case, broken, uses):
+    site = Site(broken=broken.split())
+    site.run(600, per_second=1, uses=uses)
+    assert not site.pool.outliers.out, case
+    assert not ejection_lines(caplog), case
+
+
+def test_people_logging_out_hide_logins_so_those_expiries_are_no_evidence(caplog):
+    # A class leaves b (2 a second) while the next one logs in: b's sessions never grow, so no login there
+    # is confirmed, yet every one of them became a session.
+    site = Site(hosts="a b", sessions=40)
+    site.sessions[1] = 80
+    site.leaving.extend((second / 2, 1) for second in range(80))
+    firsts = site.run(75, per_second=2)
+    assert firsts.count("b") > 40
+    assert not site.pool.outliers.out and not ejection_lines(caplog)
+
+
+def report(outliers, index, peers, now):
+    return [outliers.reported(index, peer, now) for peer in peers]
+
+
+def usable_outliers(count):
+    from ltsp_loadbalancer.ejection import Outliers
+
+    outliers = Outliers([f"s{i}" for i in range(count)])
+    for index in range(count):
+        outliers.set_usable(index, True)
+    return outliers
+
+
+def test_one_client_reporting_a_thousand_times_is_one_report_and_two_clients_eject(caplog):
+    outliers = usable_outliers(4)
+    assert not any(report(outliers, 0, ["10.0.0.7"] * 1000, now=5.0))
+    assert outliers.health[0].mode == "serving" and len(outliers.health[0].reporters) == 1
+    # A second client, more than a minute after the first: the first one's report is too old.
+    assert report(outliers, 0, ["10.0.0.8"], now=66.0) == [False]
+    assert report(outliers, 0, ["10.0.0.9"], now=70.0) == [True]
+    assert outliers.health[0].mode == "ejected"
+    assert ejection_lines(caplog) == [
+        "ejected s0 for 30 s (1st ejection in the last hour): 2 clients reported their login there failed within 60 s"
+    ]
+
+
+def test_reporters_are_bounded_per_server_and_one_line_says_the_cap_held_it(caplog):
+    outliers = usable_outliers(1)  # half of one server is none: never ejected
+    assert not any(report(outliers, 0, [f"10.1.{i // 250}.{i % 250}" for i in range(10_000)], now=1.0))
+    assert len(outliers.health[0].reporters) == 32
+    (line,) = ejection_lines(caplog)
+    assert line.startswith("s0 not ejected: 0 of 1 usable servers are out already (at most half")
+
+
+@pytest.mark.parametrize(
+    ("usable", "accused", "ejected"),
+    [(1, 1, 0), (2, 2, 1), (3, 3, 1), (4, 3, 2), (5, 5, 2), (10, 10, 5)],
+)
+def test_never_more_than_half_of_the_usable_pool_is_out(usable, accused, ejected):
+    outliers = usable_outliers(usable + 2)
+    for index in (usable, usable + 1):  # Down or drained: not usable, not counted
+        outliers.set_usable(index, False)
+    for index in range(accused):
+        report(outliers, index, ["10.0.0.1", "10.0.0.2"], now=1.0)
+    assert len(outliers.out) == ejected
+
+
+def test_each_ejection_lasts_longer_up_to_five_minutes_then_the_count_decays():
+    outliers = usable_outliers(4)
+    now, lengths = 0.0, []
+    for n in range(12):
+        report(outliers, 0, [f"10.0.{n}.1", f"10.0.{n}.2"], now)
+        health = outliers.health[0]
+        if health.mode == "half-open":  # the client of a trial login says it failed
+            outliers.handed_out(0, "trial", now)
+            outliers.reported(0, "trial", now)
+        assert health.mode == "ejected"
+        lengths.append(health.ejected_until - now)
+        now = health.ejected_until
+        assert outliers.tick(now - 0.001) == [] and outliers.tick(now) == [0]
+        assert health.mode == "half-open"
+    assert lengths == [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 300, 300]
+    # An hour with no ejection: the next one is short again.
+    now += 3601
+    outliers.handed_out(0, "trial", now)
+    outliers.confirmed(0, 1, now)
+    report(outliers, 0, ["10.9.0.1", "10.9.0.2"], now)
+    assert outliers.health[0].ejected_until - now == 30
+
+
+def test_half_open_gets_a_trickle_and_a_login_that_becomes_a_session_restores_it(caplog):
+    site = Site()
+    site.pool.report([1], "10.0.0.1", site.now)
+    site.pool.report([1], "10.0.0.2", site.now)
+    assert site.state("b") == "Failing"
+    firsts = site.run(29.9, per_second=2)
+    assert "b" not in firsts
+    # Half-open after 30 s: b is the emptiest, yet it gets one login per 10 s, and the others the rest.
+    site.broken = {1}  # still broken: its trials never become sessions
+    firsts = site.run(15, per_second=4)
+    assert firsts.count("b") == 2 and site.health("b").mode == "half-open"
+    assert site.state("b") == "Failing" and "half-open" in site.pool.servers[1].verdict.reason
+    # Repaired: the next trial (at 50 s) becomes a session at the poll after it lands, and b is back.
+    site.broken = set()
+    site.run(12, per_second=4)
+    assert site.health("b").mode == "serving" and site.state("b") == "Idle"
+    assert ejection_lines(caplog)[-1].startswith("b is back in service: a login there became a session (out ")
+
+
+def test_a_half_open_trial_that_never_becomes_a_session_ejects_it_again_for_longer(caplog):
+    site = Site(broken=["b"])
+    site.run(45, per_second=2)
+    assert site.health("b").mode == "ejected"
+    site.run(120, per_second=2)
+    lines = ejection_lines(caplog)
+    assert lines[0].startswith("ejected b for 30 s (1st")
+    assert lines[1].startswith("ejected b for 60 s (2nd ejection in the last hour): 1 trial logins never became")
+    assert site.state("b") == "Failing"
+
+
+def test_failed_host_goes_last_and_an_ejected_one_is_named_when_nothing_else_is_left():
+    balancer = make_balancer("a b c")
+    pool_entries = balancer.entries
+    balancer.polled(pool_entries, [up(e) for e in pool_entries], now=0.0)
+    for _ in range(20):
+        line, _ = balancer.hosts(None, now=0.1, failed=["a"], peer="10.0.0.1")
+        assert line.split()[-1] == "a"
+    assert balancer.pool.outliers.out == set()  # one client: no ejection
+    balancer.hosts(None, now=0.2, failed=["a:377"], peer="10.0.0.2")
+    assert balancer.pool.servers[0].verdict.label == "Failing"
+    for _ in range(5):
+        assert "a" not in balancer.hosts(None, now=0.3)[0].split()
+    # A request that names only the ejected server still gets it: a login screen is never left empty.
+    assert balancer.hosts(["a"], now=0.4) == ("a", None)
+    # Hosts outside SERVERS, or garbage, are ignored: no report, nothing goes last.
+    before = dict(balancer.pool.outliers.health[1].reporters)
+    for word in ("zzz", "b:999", "not a host!", ""):
+        balancer.hosts(None, now=0.5, failed=[word], peer="10.0.0.3")
+    assert balancer.pool.outliers.health[1].reporters == before
+    view = {row["host"]: row for row in balancer.pool_view(now=1.0)["servers"]}
+    assert (view["a"]["state"], view["a"]["usable"], view["a"]["ejection"]) == ("Failing", False, "ejected")
+    assert view["a"]["ejections_1h"] == 1 and view["a"]["ejected_remaining_ms"] == 29200
+    assert "2 clients reported" in view["a"]["reason"]
+    assert (view["b"]["ejection"], view["b"]["ejections_1h"], view["b"]["ejected_remaining_ms"]) == (None, 0, None)
+    assert balancer.ejections == {"a": 1}
+
+
+def test_a_reload_keeps_the_standing_of_the_servers_it_keeps():
+    balancer = make_balancer("a b c")
+    pool_entries = balancer.entries
+    balancer.polled(pool_entries, [up(e) for e in pool_entries], now=0.0)
+    balancer.hosts(None, now=0.1, failed=["a"], peer="10.0.0.1")
+    balancer.hosts(None, now=0.1, failed=["a"], peer="10.0.0.2")
+    balancer.reconfigure(balancer.config._replace(servers=balancer_config.servers("c a d")), now=1.0)
+    assert balancer.pool.servers[1].verdict.label == "Failing"
+    assert balancer.pool.outliers.out == {1} and balancer.pool.outliers.usable_count == 2
+    assert balancer.ejections == {"a": 1}

@@ -284,7 +284,8 @@ def test_hostile_names_stay_text_when_the_script_draws_them(browser, served_in_p
     second = '"><img src=x onerror=alert(2)>'
     first = crafted_pool()
     both = crafted_pool()
-    both["servers"].append({**both["servers"][0], "host": second, "reason": HOSTILE})
+    ejected = {"state": "Failing", "ejections_1h": 2}  # the script's own words for a balancer's ejection
+    both["servers"].append({**both["servers"][0], "host": second, "reason": HOSTILE, **ejected})
     balancer = FakeBalancer([first, both])
     url = served_in_process(balancer)
     # An hour of history with steps, a plateau, a gap and a full server, for the script to draw.
@@ -301,6 +302,8 @@ def test_hostile_names_stay_text_when_the_script_draws_them(browser, served_in_p
     seen = wait_until(lambda: len(rows(driver)) == 2 and rows(driver), what="the rows the script built")
     assert list(seen) == [HOSTILE, second]
     assert seen[second]["c-reason"] == HOSTILE
+    assert (seen[second]["c-state"], seen[second]["c-eject"], seen[HOSTILE]["c-eject"]) == ("Failing", "2", "0")
+    assert driver.find_elements("css selector", "tr.st-failing .state.s-failing")
     assert len(driver.find_elements("tag name", "script")) == 1
     assert driver.find_elements("tag name", "img") == []
     with pytest.raises(NoAlertPresentException):

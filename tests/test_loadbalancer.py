@@ -218,6 +218,78 @@ def test_max_clients_bounds_open_connections(tmp_path, procs):
     assert balancer.request("GET", "/v1/hosts")[0] == 503  # served again once they left
 
 
+# --- failed=: reports from clients, told apart by their addresses ------------------------------
+
+
+def hosts_from(balancer, source, query, connection=None):
+    """(status, body) of GET /v1/hosts?QUERY sent from the address SOURCE (127.0.0.x: loopback is all ours)."""
+    import http.client
+
+    host, port = balancer.address
+    own = connection is None
+    connection = connection or http.client.HTTPConnection(host, port, timeout=5, source_address=(source, 0))
+    try:
+        connection.request("GET", f"/v1/hosts?{query}")
+        response = connection.getresponse()
+        return response.status, response.read().decode("utf-8")
+    finally:
+        if own:
+            connection.close()
+
+
+def pool_rows(balancer):
+    import json
+
+    return {row["host"]: row for row in json.loads(balancer.request("GET", "/v1/pool")[1])["servers"]}
+
+
+def test_reports_from_distinct_clients_eject_a_server_and_the_pool_says_why(site):
+    balancer, _daemons, _tmp = site
+    status, body = hosts_from(balancer, "127.0.0.2", "failed=127.0.9.3")
+    assert status == 200 and body.split() == ["127.0.9.1", "127.0.9.3"]  # the failed host goes last
+    assert pool_rows(balancer)["127.0.9.3"]["state"] in ("Idle", "Busy")
+    status, body = hosts_from(balancer, "127.0.0.3", "failed=127.0.9.3:3377")
+    assert (status, body) == (200, "127.0.9.1\n")
+    (line,) = balancer.wait_for(r"ejected 127\.0\.9\.3")
+    assert "ejected 127.0.9.3 for 30 s (1st ejection in the last hour): 2 clients reported" in line
+    assert "127.0.0.2" not in line and "127.0.0.3" not in line  # no client address is logged
+    row = pool_rows(balancer)["127.0.9.3"]
+    assert (row["state"], row["usable"], row["ejection"], row["ejections_1h"]) == ("Failing", False, "ejected", 1)
+    assert row["reason"].startswith("ejected for ") and "2 clients reported their login there failed" in row["reason"]
+    assert 25_000 <= row["ejected_remaining_ms"] <= 30_000
+    balancer.wait_polls(1)  # a poll does not bring it back
+    for _ in range(5):
+        assert balancer.request("GET", "/v1/hosts") == (200, "127.0.9.1\n")
+    # Never more than half the usable pool: reports against the last usable server do not take it out.
+    for source in ("127.0.0.4", "127.0.0.5", "127.0.0.6"):
+        assert hosts_from(balancer, source, "failed=127.0.9.1") == (200, "127.0.9.1\n")
+    assert pool_rows(balancer)["127.0.9.1"]["state"] in ("Idle", "Busy")
+    balancer.wait_for(r"127\.0\.9\.1 not ejected: 1 of 2 usable servers are out already")
+    status, text = balancer.request("GET", "/metrics")
+    assert 'ltsp_server_ejections_total{server="127.0.9.3:3377"} 1.0' in text
+    assert 'ltsp_server_state{server="127.0.9.3:3377",state="Failing"} 1.0' in text
+
+
+def test_one_client_reporting_a_thousand_times_ejects_nothing(site):
+    import http.client
+
+    balancer, _daemons, _tmp = site
+    host, port = balancer.address
+    connection = http.client.HTTPConnection(host, port, timeout=5, source_address=("127.0.0.7", 0))
+    try:
+        for _ in range(1000):  # one keep-alive connection: one client, as fast as it can
+            assert hosts_from(balancer, None, "failed=127.0.9.3", connection) == (200, "127.0.9.1 127.0.9.3\n")
+    finally:
+        connection.close()
+    # ...and from outside SERVERS, nothing at all: the hosts are ignored, the answer as usual.
+    for source in ("127.0.0.8", "127.0.0.9"):
+        status, body = hosts_from(balancer, source, "failed=127.0.9.9+evil.invalid")
+        assert status == 200 and sorted(body.split()) == ["127.0.9.1", "127.0.9.3"]
+    rows = pool_rows(balancer)
+    assert rows["127.0.9.3"]["state"] in ("Idle", "Busy") and rows["127.0.9.3"]["ejections_1h"] == 0
+    assert not [line for line in balancer.lines if "eject" in line]
+
+
 # --- get_hosts as the balancer's client -------------------------------------------------------
 
 

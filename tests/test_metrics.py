@@ -224,6 +224,25 @@ def test_collector_reads_the_balancer_at_scrape_time():
     assert by_server(found["ltsp_server_logins_handed_out"], "ltsp_server_logins_handed_out_total")["app1"] == 1
 
 
+def test_an_ejection_shows_as_failing_and_is_counted_even_after_a_reload():
+    settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", "app1 app2 app3", "test")
+    balancer = Balancer(settings)
+    registry = metrics.Metrics(balancer, clock=lambda: 100.0)
+    entries = balancer.entries
+    balancer.polled(entries, [ProbeResult(e, fake_stats(sessions=0, capacity=24.0), 2.0, None) for e in entries], 100.0)
+    for peer in ("10.0.0.1", "10.0.0.2"):  # two clients say their login to app2 did not last
+        balancer.hosts(None, 100.0, failed=["app2"], peer=peer)
+    found = families(registry.render()[0].decode())
+    ejections = by_server(found["ltsp_server_ejections"], "ltsp_server_ejections_total")
+    assert ejections == {"app1": 0, "app2": 1, "app3": 0}
+    states = {dict(key)["server"]: dict(key)["state"] for key in samples(found["ltsp_server_state"])}
+    assert states == {"app1": "Idle", "app2": "Failing", "app3": "Idle"}
+    assert samples(found["ltsp_balancer_servers"], state="Failing") == {(): 1}
+    balancer.reconfigure(config.SCHEMA.override(settings, "SERVERS", "app1", "test"), 101.0)
+    found = families(registry.render()[0].decode())
+    assert by_server(found["ltsp_server_ejections"], "ltsp_server_ejections_total")["app2"] == 1
+
+
 def test_two_balancers_in_one_process_do_not_share_series():
     settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", "a b", "test")
     one, two = metrics.Metrics(Balancer(settings)), metrics.Metrics(Balancer(settings))

@@ -426,6 +426,18 @@ def test_an_unknown_state_shows_as_down_and_figures_as_words():
     assert row["bar"] == {"used": (88, ["used", "f-high", "w88"]), "pend": (6, ["pend", "w6"])}
 
 
+def test_a_failing_server_shows_its_reason_and_its_ejections_of_the_last_hour():
+    reason = "ejected for 52 s more: 2 clients reported their login there failed within 60 s"
+    server = crafted_pool(host="app2", state="Failing", reason=reason, ejections_1h=3, sessions=0, capacity=24)
+    text = statuspage.render_page(server)
+    (row,) = parse_page(text).rows
+    assert (row["c-state"], row["class"], row["state_class"]) == ("Failing", "st-failing", "state s-failing")
+    assert (row["c-eject"], row["c-reason"]) == ("3", reason)
+    assert "1 servers: 1 Failing;" in text
+    (row,) = parse_page(statuspage.render_page(crafted_pool(state="Idle", reason="rating 20"))).rows
+    assert (row["c-eject"], row["c-reason"]) == ("0", "")  # a row from an older balancer: no ejections field
+
+
 def test_an_empty_pool_says_so():
     text = statuspage.render_page({"servers": [], "poll_seconds": 2.0, "last_poll_age_ms": None, "polls": 0})
     assert "SERVERS is empty" in text and "No servers" in text
