@@ -67,7 +67,12 @@ and other special parameters, ``$'...'``/``$"..."`` (dash and bash differ),
 ``&&``/``||``, here-documents, compound commands (``if``, ``case``, loops,
 ``{ }``, functions) and every other command. A variable such a line may set
 becomes unknown: it is left out of the result (``Entries.unknown`` names it)
-until a later evaluated assignment sets it again. A line with an
+until a later evaluated assignment sets it again. A caller that reads only
+some variables passes ``wanted`` (a predicate on names): the warnings about
+lines that can only touch other variables are left out (every run of
+get_hosts used to warn about an unrelated ``$(...)``); a line that may run
+sections or set anything (``section_call``, a section's function, ``eval``,
+``.``, ``source``) is always reported. A line with an
 unterminated quote is skipped with a warning and the next line read afresh
 (LTSP would refuse the whole file; a login screen must still get a host).
 Only a NUL byte (not a text file) raises LtspConfError.
@@ -566,6 +571,7 @@ class _Shell:
         self.warnings = warnings
         self.vars = {}  # NAME -> Entry, UNKNOWN or UNSET
         self.unknown_at = {}  # NAME -> index in warnings of the one saying why it is UNKNOWN
+        self.touches = {}  # index in warnings -> the names that line may set; None: anything (sections, eval)
         self.reported = {}  # (lineno, text, reason) -> (index in warnings, names): `a; b` is one warning
         # section_call's case, fast for long files: names without * or ? by dict, the rest in order.
         self.literal_arms = {}
@@ -583,8 +589,18 @@ class _Shell:
             if conf.functions.get(_function_name(function.name)) is function:
                 self.bodies[_function_name(function.name)] = commands
 
-    def warn(self, lineno, message):
+    def warn(self, lineno, message, touches=None):
+        if touches is not None:
+            self.touches[len(self.warnings)] = frozenset(touches)
         self.warnings.append(f"{self.path}:{lineno}: {message}")
+
+    def may_touch_anything(self, command):
+        """A command that may run sections or set any variable: its warning always matters."""
+        for word in command.words:
+            name = _literal(word)
+            if name in (CALL, "eval", ".", "source") or (name in self.conf.functions and name != UNNAMED):
+                return True
+        return False
 
     def value(self, name):
         """NAME's value now: a string, or None when not known."""
@@ -679,7 +695,7 @@ class _Shell:
         if value is None:
             self.vars[name] = UNKNOWN
             self.unknown_at[name] = len(self.warnings)
-            self.warn(command.lineno, f"not evaluated: {_quote(command.text)} ({why}), so {name} is unknown")
+            self.warn(command.lineno, f"not evaluated: {_quote(command.text)} ({why}), so {name} is unknown", [name])
         else:
             self.vars[name] = Entry(value, self.path, command.lineno)
 
@@ -692,7 +708,8 @@ class _Shell:
                     self.vars[name] = UNKNOWN
                     self.unknown_at[name] = len(self.warnings)
                     why = "{ in export: bash expands braces there, dash does not"
-                    self.warn(command.lineno, f"not evaluated: {_quote(command.text)} ({why}), so {name} is unknown")
+                    message = f"not evaluated: {_quote(command.text)} ({why}), so {name} is unknown"
+                    self.warn(command.lineno, message, [name])
                 else:
                     self.assign(command, name, parts)
             elif not _is_name(_literal(word) or ""):
@@ -769,6 +786,8 @@ class _Shell:
             self.warnings.append(None)
         self.reported[key] = (index, names)
         self.unknown_at.update(dict.fromkeys(names, index))
+        if self.touches.get(index, ()) is not None:  # once anything, always anything
+            self.touches[index] = None if self.may_touch_anything(command) else frozenset(names)
         unknown = f", so {', '.join(names)} {'is' if len(names) == 1 else 'are'} unknown" if names else ""
         self.warnings[index] = (
             f"{self.path}:{command.lineno}: not evaluated: {_quote(command.text)} ({reason}){unknown}"
@@ -821,7 +840,7 @@ def looks_like_ltsp_conf(text, default=False):
     return False if ltsp5 else default
 
 
-def ltsp_conf_entries(text, path, identity, environ=None):
+def ltsp_conf_entries(text, path, identity, environ=None, wanted=None):
     """The variables ltsp.conf TEXT sets on the client IDENTITY, as LTSP's own shell would -> Entries.
 
     TEXT is the file's content (str, or bytes read as UTF-8), PATH its name for
@@ -831,7 +850,8 @@ def ltsp_conf_entries(text, path, identity, environ=None):
     win over it. Returns Entries: a dict NAME -> Entry(value, path, lineno) of
     the upper-case variables set, the last assignment run winning, with
     ``.warnings`` and ``.unknown``. Raises LtspConfError (an LtsConfError) only
-    for a file that holds a NUL byte.
+    for a file that holds a NUL byte. WANTED(name) -> bool, when given, leaves
+    out the warnings about lines that touch none of the wanted variables.
     """
     text, warnings = _text(text, path)
     # No host name is LTSP's unset HOSTNAME ("(none)"): it expands to "" and matches only [*].
@@ -855,7 +875,7 @@ def ltsp_conf_entries(text, path, identity, environ=None):
     else:
         _warn_case(conf, path, host, warnings)
         shell.section_call([host])
-    return _entries(shell, warnings)
+    return _entries(shell, warnings, wanted)
 
 
 def ltsp_conf_server_entries(text, path, environ=None):
@@ -897,8 +917,11 @@ def _text(text, path):
     return text, warnings
 
 
-def _entries(shell, warnings):
-    """The Entries a finished run leaves: upper-case variables set, unknown ones and why, the warnings."""
+def _entries(shell, warnings, wanted=None):
+    """The Entries a finished run leaves: upper-case variables set, unknown ones and why, the warnings.
+
+    WANTED: see ltsp_conf_entries.
+    """
     result = {}
     for name, state in shell.vars.items():
         if not isinstance(state, Entry) or name.startswith(PREFIX):
@@ -911,6 +934,13 @@ def _entries(shell, warnings):
             )
     unknown = [name for name, state in shell.vars.items() if state is UNKNOWN and name == name.upper()]
     why = {name: warnings[shell.unknown_at[name]] for name in unknown if name in shell.unknown_at}
+    if wanted is not None:
+        touches = shell.touches
+        warnings = [
+            warning
+            for index, warning in enumerate(warnings)
+            if touches.get(index) is None or any(wanted(name) for name in touches[index])
+        ]
     # `a; b` on one line are two commands, each reported: say it once.
     return Entries(result, dict.fromkeys(warnings), unknown, why)
 

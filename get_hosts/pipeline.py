@@ -24,14 +24,22 @@ Decision.__doc__ = """choice: choose.Choice (order best first, verdicts, fallbac
 
 
 def select_algorithm(settings):
-    """(settings, ordering function, warnings): an unknown LB_ALGORITHM becomes the default, with a warning."""
+    """(settings, ordering function, warnings): an unknown LB_ALGORITHM becomes the default, with a warning.
+
+    The warning names where the value came from (the environment, or
+    file:line), like every other bad value's.
+    """
     try:
         return settings, choose.get_algorithm(settings.algorithm), []
-    except GetHostsError as error:
+    except GetHostsError:
         from get_hosts.settings import DEFAULT_ALGORITHM
 
+        source = (settings.sources or {}).get("LB_ALGORITHM")
+        where = f"LB_ALGORITHM in {source}" if source else "LB_ALGORITHM"
+        valid = ", ".join(sorted(choose.ALGORITHMS))
+        warning = f"{where}: {settings.algorithm!r} is not an algorithm (valid: {valid}); using the default, "
         settings = settings._replace(algorithm=DEFAULT_ALGORITHM)
-        return settings, choose.get_algorithm(DEFAULT_ALGORITHM), [f"{error}; using {DEFAULT_ALGORITHM}"]
+        return settings, choose.get_algorithm(DEFAULT_ALGORITHM), [warning + DEFAULT_ALGORITHM]
 
 
 def summary_line(settings):

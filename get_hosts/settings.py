@@ -17,7 +17,10 @@ Rules:
   (ltspconf.looks_like_ltsp_conf); Settings.conf_format says which it was.
   LTSP 20+'s is evaluated as LTSP's own shell would (get_hosts.ltspconf).
 - ``LB_SERVERS`` unset, empty or without one valid entry: ``SERVER`` alone.
-  Neither: GetHostsError("no server pool: ...").
+  Neither: GetHostsError("no server pool: ...") naming where it looked and,
+  when no file named the pool, the ``--lts-conf`` that would (an admin
+  running get_hosts on the LTSP server, whose clients' lts.conf is in a
+  chroot, meets this first).
 - A bad value is a GetHostsError naming the variable, where it came from
   (the environment, or file:line) and the value, unless ``strict=False``:
   then it is a warning and the default applies.
@@ -52,9 +55,12 @@ DEFAULT_RETRY_SECONDS = 60
 Settings = record(
     "Settings",
     "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings "
-    "identity balancers balancer_text balancer_timeout_ms conf_format state_dir retry_seconds",
-    defaults=(None, (), None, 300, None, DEFAULT_STATE_DIR, DEFAULT_RETRY_SECONDS),
+    "identity balancers balancer_text balancer_timeout_ms conf_format state_dir retry_seconds sources",
+    defaults=(None, (), None, 300, None, DEFAULT_STATE_DIR, DEFAULT_RETRY_SECONDS, None),
 )
+Settings.__doc__ = """One client's settings. sources: variable name -> where its value came from
+(ENVIRONMENT or path:line), for the variables that were set; a warning about a
+value found later (LB_ALGORITHM's) names it from there."""
 
 # default_text: how the documentation shows the default.
 Variable = namedtuple("Variable", "name field default default_text converter help")
@@ -324,9 +330,15 @@ def _ltsp_conf_entries(text, path, environ, identity, warnings):
         # Where the servers are may itself come from [clients] or [common]: read them once without an identity.
         common = ltspconf.ltsp_conf_entries(text, path, None, environ)
         identity = client_identity(_toward(environ, lambda name: common[name].value if name in common else None))
-    entries = ltspconf.ltsp_conf_entries(text, path, identity, environ)
+    entries = ltspconf.ltsp_conf_entries(text, path, identity, environ, wanted=read_from_ltsp_conf)
     warnings.extend(entries.warnings)
     return entries, identity
+
+
+def read_from_ltsp_conf(name):
+    """The ltsp.conf variables get_hosts reads (HOSTNAME picks the host's section): a line that can touch
+    none of them is none of get_hosts' business, so LTSP's other settings do not warn at every login."""
+    return name.startswith("LB_") or name in ("SERVER", "HOSTNAME")
 
 
 def _toward(environ, conf_value):
@@ -369,9 +381,12 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
     if use_lts_conf:
         entries, conf_path, identity, conf_format = _read_conf(environ, lts_conf_path, identity, warnings)
     values = {}
+    sources = {}
     pool_text = pool_source = None
     for var in VARIABLES:
         text, source = _lookup(var.name, environ, entries)
+        if source is not None:
+            sources[var.name] = source
         if var.name == "LB_SERVERS":
             pool_text, pool_source = text, source
             continue
@@ -386,6 +401,8 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
                 warnings.append(f"{message}; using the default, {var.default_text}")
         values[var.field] = value
     server, server_source = _lookup("SERVER", environ, entries)
+    if server_source is not None:
+        sources["SERVER"] = server_source
     server = server.strip() if server and server.strip() else None
     servers = []
     if pool_text is not None:
@@ -401,7 +418,7 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
             raise GetHostsError(f"no server pool: LB_SERVERS in {pool_source} has no valid entry ({pool_text!r})")
         if server:
             raise GetHostsError(f"no server pool: SERVER in {server_source} is not a host ({server!r})")
-        raise GetHostsError("no server pool: LB_SERVERS and SERVER are both unset")
+        raise GetHostsError(no_pool_message(environ, lts_conf_path, conf_path, conf_format, use_lts_conf))
     balancers = _balancers(values, server, warnings)
     return Settings(
         servers=servers,
@@ -411,7 +428,33 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
         identity=identity,
         balancers=balancers,
         conf_format=conf_format,
+        sources=sources,
         **values,
+    )
+
+
+LTSP5_CHROOT_CONFS = "/opt/ltsp/*/etc/lts.conf"  # an LTSP 5 server: its clients' lts.conf, one per chroot
+
+
+def no_pool_message(environ, lts_conf_path, conf_path, conf_format, use_lts_conf=True):
+    """The error when neither LB_SERVERS nor SERVER names a host: where get_hosts looked, and the way out."""
+    looked = ["the environment"]
+    if conf_path is not None:
+        looked.append(f"{conf_path} ({conf_format})")
+    elif use_lts_conf and not lts_conf_path and not environ.get("LTS_CONF"):
+        looked.append(" and ".join(f"{path} (absent)" for path in DEFAULT_CONF_PATHS))
+    message = f"no server pool: LB_SERVERS and SERVER are both unset in {', '.join(looked)}"
+    if conf_path is not None and (lts_conf_path or environ.get("LTS_CONF")):
+        # The admin named this file: it is the one to fix.
+        section = "[clients]" if conf_format == LTSP20 else "[Default]"
+        return f"{message}; set LB_SERVERS in its {section} section"
+    import glob
+
+    chroots = sorted(glob.glob(LTSP5_CHROOT_CONFS))[:3]
+    ltsp5 = " or ".join(f"--lts-conf {path}" for path in chroots) or "--lts-conf /opt/ltsp/<arch>/etc/lts.conf"
+    return (
+        f"{message}; on an LTSP server, read the clients' file: {ltsp5} (LTSP 5), "
+        f"or set LB_SERVERS in [clients] of {DEFAULT_LTSP_CONF} (LTSP 20+, read by default)"
     )
 
 

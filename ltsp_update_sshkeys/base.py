@@ -13,7 +13,7 @@ import os
 from get_hosts.ltspconf import LtspConfError, ltsp_conf_server_entries
 from ltsp_lbcore.files import read_regular_file
 from ltsp_update_sshkeys.files import MAX_CONFIG_BYTES
-from ltsp_update_sshkeys.messages import SshKeysError, shown
+from ltsp_update_sshkeys.messages import PROG, SshKeysError, shown
 
 LTSP5_BASE = "/opt/ltsp"
 LTSP20_BASE = "/srv/ltsp"
@@ -22,6 +22,10 @@ LTSP20_COMMANDS = ("/usr/share/ltsp/ltsp", "/usr/sbin/ltsp")
 LTSP20_CONF = "/etc/ltsp/ltsp.conf"
 # LTSP 20+'s `ltsp initrd` copies /etc/ltsp into ltsp.img; its login (pamltsp) reads this file.
 LTSP20_INITRD_KNOWN_HOSTS = "/etc/ltsp/ssh_known_hosts"
+# LTSP 5's ltsp-build-client marks each chroot with this file; its NBD images are rebuilt by this command.
+LTSP5_CHROOT_MARK = "etc/ltsp_chroot"
+LTSP5_UPDATE_IMAGE = "/usr/sbin/ltsp-update-image"
+LTSP5, LTSP20 = "LTSP 5", "LTSP 20+"
 
 
 def under(root, path):
@@ -97,3 +101,35 @@ def choose_base(base, ltsp_conf, reporter):
         raise SshKeysError(f"base directory {shown(base)} does not exist ({why}): give --base{hint}")
     reporter.info(f"base {shown(base)} ({why})")
     return base
+
+
+def base_flavour(base, chroots, ltsp_conf=None, root="/"):
+    """LTSP5, LTSP20 or None (cannot tell) for the chroots just written under base.
+
+    The chroot's own mark first (LTSP 5's etc/ltsp_chroot), then what is
+    installed (LTSP 20+'s ltsp, or --ltsp-conf given; LTSP 5's
+    ltsp-update-image), then the base's usual path.
+    """
+    if any(os.path.isfile(os.path.join(base, chroot, LTSP5_CHROOT_MARK)) for chroot in chroots):
+        return LTSP5
+    if ltsp_conf is not None or ltsp20_installed(root):
+        return LTSP20
+    if os.path.isfile(under(root, LTSP5_UPDATE_IMAGE)):
+        return LTSP5
+    real = os.path.realpath(base)
+    for path, flavour in ((under(root, LTSP5_BASE), LTSP5), (under(root, LTSP20_BASE), LTSP20)):
+        if real == os.path.realpath(path):
+            return flavour
+    return None
+
+
+def rebuild_hint(flavour, chroots):
+    """What the admin runs so that clients booting images see the new keys, for FLAVOUR (None: both said)."""
+    names = " ".join(chroots)
+    ltsp20 = f"ltsp image {names} (or, for every image without a rebuild: {PROG} --export "
+    ltsp20 += f"{LTSP20_INITRD_KNOWN_HOSTS} && ltsp initrd)"
+    if flavour == LTSP20:
+        return ltsp20
+    if flavour == LTSP5:
+        return f"ltsp-update-image {names} (LTSP 5 NBD images)"
+    return f"{ltsp20} on LTSP 20+; ltsp-update-image {names} on LTSP 5"

@@ -13,8 +13,9 @@ from ltsp_update_sshkeys.base import (
     LTSP20_COMMANDS,
     LTSP20_CONF,
     LTSP20_INITRD_KNOWN_HOSTS,
+    base_flavour,
     choose_base,
-    ltsp20_installed,
+    rebuild_hint,
 )
 from ltsp_update_sshkeys.chroots import find_chroots, update_chroots
 from ltsp_update_sshkeys.files import read_extraservers, read_known_hosts_file, read_own_host_keys, write_file
@@ -179,8 +180,9 @@ def update_sshkeys(options, reporter):
     for server in plan.silent:
         reporter.warning(silent_warning(plan, server, kept_by_server.get(server)))
     if written:
-        rebuild = "ltsp image" if ltsp20_installed() else "ltsp-update-image"
-        reporter.info(f"clients booting images see the change after: {rebuild} {' '.join(written)}")
+        # LTSP 5's command only where the chroots are LTSP 5's: it does not exist on LTSP 20+.
+        flavour = base_flavour(base, written, options.ltsp_conf)
+        reporter.info(f"clients booting images see the change after: {rebuild_hint(flavour, written)}")
     if problems:
         raise SshKeysError("; ".join(problems))
     return 1 if plan.silent else 0

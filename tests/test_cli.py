@@ -286,7 +286,8 @@ RECOVERABLE = [
     ({"LB_SKIP_SWAPPING": "maybe"}, "LB_SKIP_SWAPPING in the environment: 'maybe' is not a boolean"),
     (
         {"LB_ALGORITHM": "least-loaded"},
-        "unknown LB_ALGORITHM 'least-loaded' (valid: best-rated, fixed, loadbalancer, mac-hash,",
+        "LB_ALGORITHM in the environment: 'least-loaded' is not an algorithm (valid: best-rated, fixed, "
+        "loadbalancer, mac-hash,",
     ),
 ]
 
@@ -301,6 +302,78 @@ def test_a_bad_value_warns_and_still_prints_the_hosts(serve, lts_conf, env, word
     assert line.startswith("get_hosts: warning: ")
     assert words in line
     assert "using" in line  # says what it does instead
+
+
+def test_an_unknown_algorithm_in_lts_conf_names_file_and_line(serve, tmp_path):
+    # Before: "unknown LB_ALGORITHM 'least-loaded' (valid: ...); using two-choice", with no file or line.
+    server = serve(send(document()), host="127.0.0.1")
+    path = tmp_path / "lts.conf"
+    path.write_text(f'[Default]\n    LB_SERVERS = "{server.pool_word}"\n    LB_ALGORITHM = Least-Loaded\n')
+    out = run(lts_conf=path)
+    assert (out.returncode, out.stdout) == (0, b"127.0.0.1\n")
+    assert error_lines(out) == [
+        f"get_hosts: warning: LB_ALGORITHM in {path}:3: 'least-loaded' is not an algorithm (valid: best-rated, "
+        "fixed, loadbalancer, mac-hash, random, two-choice, weighted); using the default, two-choice"
+    ]
+
+
+NO_DEFAULT_CONF = any(os.path.lexists(p) for p in ("/etc/lts.conf", "/etc/ltsp/ltsp.conf", "/opt/ltsp"))
+
+
+@pytest.mark.skipif(NO_DEFAULT_CONF, reason="this machine has /etc/lts.conf, /etc/ltsp/ltsp.conf or /opt/ltsp")
+def test_no_pool_says_where_it_looked_and_which_file_to_name():
+    # Before: "no server pool: LB_SERVERS and SERVER are both unset" and nothing more, which is what
+    # an admin trying --status on the LTSP server meets first (the clients' lts.conf is in the chroot).
+    out = run("--status")
+    assert (out.returncode, out.stdout) == (2, b"")
+    assert error_lines(out) == [
+        "get_hosts: error: no server pool: LB_SERVERS and SERVER are both unset in the environment, "
+        "/etc/lts.conf (absent) and /etc/ltsp/ltsp.conf (absent); on an LTSP server, read the clients' file: "
+        "--lts-conf /opt/ltsp/<arch>/etc/lts.conf (LTSP 5), or set LB_SERVERS in [clients] of "
+        "/etc/ltsp/ltsp.conf (LTSP 20+, read by default)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "section"),
+    [("[Default]\n    SCREEN_07 = ldm\n", "[Default]"), ("[clients]\nTIMEZONE=UTC\n", "[clients]")],
+)
+def test_no_pool_in_a_named_file_says_where_to_put_it(tmp_path, text, section):
+    path = tmp_path / "clients.conf"
+    path.write_text(text)
+    out = run("--status", "--lts-conf", str(path))
+    assert out.returncode == 2
+    [line] = error_lines(out)
+    assert line.startswith(
+        f"get_hosts: error: no server pool: LB_SERVERS and SERVER are both unset in the environment, {path} (LTSP "
+    )
+    assert line.endswith(f"; set LB_SERVERS in its {section} section")
+
+
+def test_ltsp_conf_lines_get_hosts_does_not_read_do_not_warn(serve, tmp_path):
+    # Before: every run warned about each of lines 3-5, LTSP settings that are none of get_hosts' business.
+    server = serve(send(document()), host="127.0.0.1")
+    path = tmp_path / "ltsp.conf"
+    path.write_text(
+        "[clients]\n"
+        f'LB_SERVERS="{server.pool_word}"\n'
+        "TIMEZONE=$(cat /etc/timezone)\n"
+        "POST_INIT_DATE=`date`\n"
+        "mkdir -p /srv/x\n"
+        "if [ -e /x ]; then LB_MAX_LOAD=2; fi\n"
+        'LB_TIMEOUT="$(cat /t)"\n'
+        'eval "$EXTRA"\n'
+    )
+    out = run(lts_conf=path)
+    assert (out.returncode, out.stdout) == (0, b"127.0.0.1\n")
+    assert error_lines(out) == [
+        f"get_hosts: warning: {path}:6: not evaluated: 'if [ -e /x ]; then LB_MAX_LOAD=2; fi' (compound command), "
+        "so LB_MAX_LOAD is unknown",
+        f"get_hosts: warning: {path}:7: not evaluated: 'LB_TIMEOUT=\"$(cat /t)\"' ($(...) command substitution), "
+        "so LB_TIMEOUT is unknown",
+        f"get_hosts: warning: {path}:8: not evaluated: 'eval \"$EXTRA\"' (get_hosts evaluates assignments only: "
+        "it may set any variable)",
+    ]
 
 
 def test_broken_lts_conf_falls_back_to_the_exported_environment(serve, tmp_path):

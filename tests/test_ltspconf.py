@@ -323,6 +323,45 @@ def test_warning_names_line_and_text():
     )
 
 
+def lb_or_server(name):
+    return name.startswith("LB_") or name == "SERVER"
+
+
+# (what, a [clients] line, whether a caller reading only LB_* and SERVER is told about it)
+WANTED_CASES = [
+    ("$(...) of another variable", "TIMEZONE=$(cat /etc/timezone)", False),
+    ("backquotes of another variable", "X=`date`", False),
+    ("a command that sets nothing", "mkdir -p /srv/x", False),
+    ("an unknown $VAR in another variable", 'A="$NOPE"', False),
+    ("export with a brace", "export X={a,b}", False),
+    ("$(...) of LB_SERVERS", "LB_SERVERS=$(cat /p)", True),
+    ("$(...) of SERVER", "SERVER=$(cat /s)", True),
+    ("a compound setting LB_MAX_LOAD", "if true; then LB_MAX_LOAD=2; fi", True),
+    ("a compound setting others only", "if true; then A=2; fi", False),
+    ("a line of two commands, one of them LB_", "true; LB_PORT=$(y)", True),
+    ("eval may set anything", 'eval "$X"', True),
+    ("source may set anything", ". /etc/pool.sh", True),
+    ("a section call not evaluated", 'section_call "$NOPE"', True),
+    ("a syntax error is always said", "B='unterminated", True),
+]
+
+
+@pytest.mark.parametrize(("what", "line", "told"), WANTED_CASES, ids=[c[0] for c in WANTED_CASES])
+def test_wanted_leaves_out_warnings_about_lines_touching_other_variables(what, line, told):
+    text = f"[clients]\n{line}\n"
+    everything = read(text).warnings
+    assert len(everything) == 1, everything  # without WANTED every line is said
+    assert read(text, wanted=lb_or_server).warnings == (everything if told else [])
+
+
+def test_wanted_keeps_the_warning_about_the_wanted_variable_of_a_line():
+    text = "[clients]\nA=$(x); LB_PORT=$(y)\n"
+    assert len(read(text).warnings) == 2
+    assert read(text, wanted=lb_or_server).warnings == [
+        "ltsp.conf:2: not evaluated: 'A=$(x); LB_PORT=$(y)' ($(...) command substitution), so LB_PORT is unknown"
+    ]
+
+
 def test_host_name_case_warning():
     result = read("[pc12]\nA=1\n", Identity("PC12", None, None, None))
     assert dict(result) == {}

@@ -207,7 +207,14 @@ def test_defaults_with_server_alone(tmp_path):
         warnings=[],
         identity=CLIENT,  # given, so passed on
         conf_format="LTSP 5 lts.conf",  # no section names LTSP 20+, and the path is no ltsp.conf
+        sources={"SERVER": "the environment"},
     )
+
+
+def test_sources_name_where_each_value_came_from(tmp_path):
+    path = conf(tmp_path, "[Default]\n  LB_SERVERS = a b\n  LB_ALGORITHM = nope\n")
+    settings = load({"LB_TIMEOUT": "500"}, path)
+    assert settings.sources == {"LB_SERVERS": f"{path}:2", "LB_ALGORITHM": f"{path}:3", "LB_TIMEOUT": "the environment"}
 
 
 def test_default_algorithm_is_the_herd_safe_one():
@@ -281,7 +288,7 @@ def test_server_uses_lb_port():
 def test_no_pool_at_all():
     with pytest.raises(GetHostsError) as caught:
         load({})
-    assert str(caught.value) == "no server pool: LB_SERVERS and SERVER are both unset"
+    assert str(caught.value).startswith("no server pool: LB_SERVERS and SERVER are both unset in the environment")
 
 
 def test_pool_without_valid_entry_falls_back_to_server():

@@ -867,6 +867,42 @@ def test_no_base_anywhere_is_one_error_line_with_the_way_out(tmp_path, own_keys)
     )
 
 
+NO_LTSP_COMMANDS = not any(os.path.exists(p) for p in (LTSP20, "/usr/sbin/ltsp", "/usr/sbin/ltsp-update-image"))
+LTSP20_HINT = (
+    "ltsp image x86_64 (or, for every image without a rebuild: ltsp-update-sshkeys --export "
+    "/etc/ltsp/ssh_known_hosts && ltsp initrd)"
+)
+
+
+@pytest.mark.skipif(not NO_LTSP_COMMANDS, reason="this machine has LTSP 5's or LTSP 20+'s commands installed")
+@pytest.mark.parametrize(
+    ("layout", "hint"),
+    [
+        # Before, all three said LTSP 5's "ltsp-update-image x86_64" (LTSP 20+ is not installed here).
+        ("ltsp-conf", LTSP20_HINT),
+        ("ltsp5-chroot", "ltsp-update-image x86_64 (LTSP 5 NBD images)"),
+        ("unknown", f"{LTSP20_HINT} on LTSP 20+; ltsp-update-image x86_64 on LTSP 5"),
+    ],
+)
+def test_the_image_rebuild_it_suggests_is_the_one_of_the_base(tmp_path, own_keys, layout, hint):
+    base = tmp_path / "base"
+    (base / "x86_64" / "etc").mkdir(parents=True)
+    if layout == "ltsp5-chroot":
+        (base / "x86_64" / "etc" / "ltsp_chroot").write_text("")  # ltsp-build-client's mark
+    where = ["--base", str(base)]
+    if layout == "ltsp-conf":
+        conf = tmp_path / "ltsp.conf"
+        conf.write_text(f"[server]\nBASE_DIR={base}\n")
+        where = ["--ltsp-conf", str(conf)]
+    command = [sys.executable, str(SCRIPT), *where, "--host-keys-dir", str(own_keys[0])]
+    command += ["--extraservers", os.devnull, "--cache", str(tmp_path / "cache")]
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == f"ltsp-update-sshkeys: clients booting images see the change after: {hint}"
+
+
 def test_the_man_page_names_every_option():
     text = (SCRIPT.parent / "docs" / "man" / "ltsp-update-sshkeys.8").read_text(encoding="utf-8")
     for action in build_parser()._actions:
