@@ -447,3 +447,15 @@ def test_identity_is_looked_up_toward_the_first_pool_entry_without_server(tmp_pa
 def test_identity_is_reported_only_when_used(tmp_path):
     assert load({"SERVER": "s"}, conf(tmp_path, "[Default]\nA = 1\n"), identity=None).identity is None
     assert load({"SERVER": "s"}, conf(tmp_path, "[Default]\nA = 1\n"), identity=CLIENT).identity == CLIENT
+
+
+def test_no_pool_lists_the_ltsp5_chroots_lts_conf_found(tmp_path, monkeypatch):
+    from get_hosts import settings as settings_module
+
+    for arch in ("amd64", "i386"):
+        (tmp_path / arch / "etc").mkdir(parents=True)
+        (tmp_path / arch / "etc" / "lts.conf").write_text("[Default]\n")
+    monkeypatch.setattr(settings_module, "LTSP5_CHROOT_CONFS", str(tmp_path / "*" / "etc" / "lts.conf"))
+    message = settings_module.no_pool_message({}, None, None, None)
+    found = f"--lts-conf {tmp_path}/amd64/etc/lts.conf or --lts-conf {tmp_path}/i386/etc/lts.conf (LTSP 5)"
+    assert found in message
