@@ -101,7 +101,7 @@ MIN_SWAP_WINDOW_SECONDS = 1.0
 # informational (clients name servers as their pool does).
 FALLBACK_HOSTNAME = "localhost"
 
-# The keys of collect()'s dict, in wire order.
+# The keys of collect()'s dict that the document carries.
 METRIC_KEYS = (
     "hostname",
     "sessions",
@@ -116,6 +116,14 @@ METRIC_KEYS = (
     "swapping",
     "uptime_seconds",
 )
+# ...and those only the rating reads. closed_logins: connections sshd closed at
+# once within the last minute (count_login_connections). They weigh as
+# sessions in the rating for that minute, so a server whose sshd accepts and
+# closes every login does not look empty to every thin client; the advertised
+# sessions stay what they are, so a balancer never takes them for logins that
+# became sessions.
+LOCAL_KEYS = ("closed_logins",)
+SAMPLE_KEYS = METRIC_KEYS + LOCAL_KEYS
 
 
 def _procfs(name):
@@ -189,17 +197,14 @@ TCP_ESTABLISHED, TCP_TIME_WAIT = "01", "06"  # the kernel's st column in /proc/n
 
 
 def count_login_connections(local_port):
-    """Connections to local_port that are, or were in the last minute, logins: IPv4 and IPv6.
+    """(established, closed) connections to local_port, IPv4 and IPv6 (/proc/net/tcp, tcp6).
 
-    ESTABLISHED ones are logins in progress (or sessions); TIME_WAIT ones on
-    this side are connections this server closed first, within the kernel's
-    60 s: a login sshd ended at once. Counting those as logins for that
-    minute keeps a server whose sshd accepts and closes every login from
-    looking idle, so a storm does not pour into it (a healthy server's
-    logouts make it look one session fuller for a minute, which is harmless).
-    /proc/net/tcp, tcp6: a missing tcp6 (no IPv6) counts 0; a missing tcp raises.
+    established: logins in progress, or sessions. closed: TIME_WAIT on this
+    side, i.e. connections this server closed first within the kernel's 60 s:
+    logins sshd ended at once. A missing tcp6 (no IPv6) counts 0; a missing
+    tcp raises.
     """
-    count = 0
+    established = closed = 0
     suffix = f":{local_port:04X}"
     for name, required in (("net/tcp", True), ("net/tcp6", False)):
         try:
@@ -207,12 +212,16 @@ def count_login_connections(local_port):
                 next(table, None)  # the header line
                 for line in table:
                     fields = line.split(None, 4)
-                    if len(fields) > 3 and fields[3] in (TCP_ESTABLISHED, TCP_TIME_WAIT) and fields[1].endswith(suffix):
-                        count += 1
+                    if len(fields) < 4 or not fields[1].endswith(suffix):
+                        continue
+                    if fields[3] == TCP_ESTABLISHED:
+                        established += 1
+                    elif fields[3] == TCP_TIME_WAIT:
+                        closed += 1
         except FileNotFoundError:
             if required:
                 raise
-    return count
+    return established, closed
 
 
 def count_utmp_sessions(users):
@@ -315,7 +324,7 @@ class StatsCollector:
         # One table drives collection: (reader name, keys it fills, method).
         self._readers = (
             ("hostname", ("hostname",), self._read_hostname),
-            ("sessions", ("sessions",), self._read_sessions),
+            ("sessions", ("sessions", "closed_logins"), self._read_sessions),
             ("cpu_count", ("cpu_count",), self._read_cpu_count),
             ("cpu_mhz", ("cpu_mhz",), self._read_cpu_mhz),
             ("load averages", ("load_1min", "load_5min", "load_15min"), self._read_load),
@@ -333,7 +342,7 @@ class StatsCollector:
             self._swap_base = None
 
     def collect(self, now=None):
-        """One sample: a dict with exactly METRIC_KEYS, None where unknown.
+        """One sample: a dict with exactly SAMPLE_KEYS, None where unknown.
 
         now: monotonic seconds (default: the clock's now); used for the swap rate.
         """
@@ -369,6 +378,7 @@ class StatsCollector:
         return (hostname,)
 
     def _read_sessions(self, _now):
+        in_progress, closed = self._ssh_connections()
         if self.sessions_dir is not None:
             try:
                 count, ssh_sessions = logind_session_counts(self.sessions_dir, self._session_cache)
@@ -377,26 +387,29 @@ class StatsCollector:
                     raise
             else:
                 self._note_sessions_source(f"systemd-logind ({self.sessions_dir})")
-                return (count + self._ssh_logins_in_progress(ssh_sessions),)
+                return (count + max(0, in_progress - ssh_sessions), closed)
         users = psutil.users()
         self._note_sessions_source("utmp (no systemd-logind sessions directory)")
-        return (count_utmp_sessions(users) + self._ssh_logins_in_progress(count_utmp_remote_sessions(users)),)
+        return (count_utmp_sessions(users) + max(0, in_progress - count_utmp_remote_sessions(users)), closed)
 
-    def _ssh_logins_in_progress(self, ssh_sessions):
-        """sshd connections not (yet) known as sessions, and those it closed at once; 0 if they cannot be counted."""
+    def _ssh_connections(self):
+        """(established, closed at once) sshd connections (count_login_connections); (0, 0) if they cannot be counted.
+
+        Established ones that are not (yet) sessions are logins in progress.
+        """
         if self.ssh_port is None:
-            return 0
+            return 0, 0
         try:
-            connections = count_login_connections(self.ssh_port)
+            counts = count_login_connections(self.ssh_port)
         except Exception as error:
             if "logins in progress" not in self._failing:
                 self._failing.add("logins in progress")
                 log.warning("cannot count ssh logins in progress, counting 0: %s: %s", type(error).__name__, error)
-            return 0
+            return 0, 0
         if "logins in progress" in self._failing:
             self._failing.discard("logins in progress")
             log.info("ssh logins in progress can be counted again")
-        return max(0, connections - ssh_sessions)
+        return counts
 
     def _note_sessions_source(self, source):
         if source != self._sessions_source:
@@ -467,10 +480,11 @@ def server_stats(
     failing: the health checks' reason (health.py), or None; a failing
     server rates 0, so that even a client that predates <failing> ranks it last.
     """
+    sessions = metrics.get("sessions")
     rated = rate(
         state=state,
         weight=weight,
-        sessions=metrics.get("sessions"),
+        sessions=None if sessions is None else sessions + (metrics.get("closed_logins") or 0),
         cpu_count=metrics.get("cpu_count"),
         cpu_mhz=metrics.get("cpu_mhz"),
         load_1min=metrics.get("load_1min"),

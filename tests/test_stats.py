@@ -210,7 +210,7 @@ def test_every_metric_comes_from_the_fake_proc(proc, sessions_dir, caplog):
     collector = stats.StatsCollector(sessions_dir=str(sessions_dir), clock=lambda: 0.0)
     metrics = collector.collect(now=10.0)
 
-    assert tuple(metrics) == stats.METRIC_KEYS
+    assert sorted(metrics) == sorted(stats.SAMPLE_KEYS)
     assert metrics["hostname"] == os.uname().nodename
     assert metrics["sessions"] == 1
     assert metrics["cpu_count"] == os.cpu_count()
@@ -498,7 +498,7 @@ def test_the_real_machine_gives_plausible_values(caplog):
     # Right after start the swap window is too short to say "not swapping".
     assert collector.collect()["swapping"] in (None, True)
     metrics = collector.collect(now=time.monotonic() + stats.MIN_SWAP_WINDOW_SECONDS)
-    assert tuple(metrics) == stats.METRIC_KEYS
+    assert sorted(metrics) == sorted(stats.SAMPLE_KEYS)
     assert metrics["hostname"]
     assert metrics["cpu_count"] >= 1
     assert metrics["cpu_mhz"] is None or 100 < metrics["cpu_mhz"] < 10_000
@@ -574,16 +574,16 @@ def test_connections_to_sshd_are_counted_v4_and_v6(proc):
         )
     )
     (proc / "net" / "tcp6").write_text(tcp_table(TCP6_SSHD_LISTENING, ssh_client6(4)))
-    # Established and TIME_WAIT (sshd closed it first: a login ended at once) count;
-    # listening, CLOSE_WAIT, outgoing and other ports do not.
-    assert stats.count_login_connections(22) == 4
-    assert stats.count_login_connections(2222) == 0
+    # Established ones, and TIME_WAIT ones apart (sshd closed it first: a login ended
+    # at once); listening, CLOSE_WAIT, outgoing and other ports do not count.
+    assert stats.count_login_connections(22) == (3, 1)
+    assert stats.count_login_connections(2222) == (0, 0)
 
 
 def test_no_tcp6_table_counts_ipv4_alone(proc):
     (proc / "net" / "tcp").write_text(tcp_table(ssh_client(1)))
     (proc / "net" / "tcp6").unlink()
-    assert stats.count_login_connections(22) == 1
+    assert stats.count_login_connections(22) == (1, 0)
 
 
 def test_a_login_counts_from_its_ssh_connection_before_logind_knows_it(proc, sessions_dir, caplog):
@@ -621,3 +621,20 @@ def test_unreadable_tcp_table_counts_no_logins_in_progress_with_one_warning(proc
 def test_ssh_port_none_counts_sessions_alone(proc, sessions_dir):
     (proc / "net" / "tcp").write_text(tcp_table(ssh_client(1), ssh_client(2)))
     assert stats.StatsCollector(sessions_dir=str(sessions_dir), ssh_port=None).collect()["sessions"] == 0
+
+
+def test_logins_sshd_closed_at_once_weigh_in_the_rating_but_are_not_sessions():
+    metrics = dict.fromkeys(stats.SAMPLE_KEYS)
+    metrics.update(
+        hostname="app",
+        sessions=2,
+        cpu_count=8,
+        cpu_mhz=3000.0,
+        load_1min=0.0,
+        mem_total_bytes=64 << 30,
+        mem_available_bytes=60 << 30,
+    )
+    healthy = stats.server_stats(dict(metrics, closed_logins=0), state="ready", weight=100, sample_age_ms=0)
+    closing = stats.server_stats(dict(metrics, closed_logins=10), state="ready", weight=100, sample_age_ms=0)
+    assert healthy.sessions == closing.sessions == 2
+    assert closing.rating == pytest.approx(healthy.rating - 10)
