@@ -93,3 +93,52 @@ def test_balancer_sends_no_login_to_a_dead_server_after_its_next_poll(replicas):
     outcome = run_balancer("server dies at 30 s", replicas, "pool.py", SEEDS[0])
     assert outcome.after_event == 0
     assert outcome.over_capacity == 0
+
+
+# --- a broken server (issue 15; docs/placement.md, "A broken server") ------------------------
+
+# Targets: nobody fails twice, in every case; sshd dead: at most 2 failed attempts in the burst, with and
+# without a balancer; every login failing: at most 5 through the balancer, at most twice the broken
+# server's even share without. The class is the issue's (4 servers, the WEIGHT 200 one broken, 83 people
+# in 10 s); the school's 10 s burst is 1,400 logins on 30 servers. Each person retries once through
+# get_hosts.retry; through the balancer the retry reports failed=HOST to the real Pool.
+BROKEN_SCENARIOS = {scenario.name: scenario for scenario in login_storm.BROKEN_SCENARIOS}
+TARGET_SCENARIOS = [name for name, s in BROKEN_SCENARIOS.items() if login_storm.broken_limit(s, False, 1) is not None]
+THROUGH = {
+    "probing": login_storm.POLICIES[f"{DEFAULT_ALGORITHM} (default)"],
+    "balancer": login_storm.BalancerPolicy("pool.py x1", login_storm.POLL_SECONDS, 1, login_storm.Pool),
+}
+
+
+def run_broken(scenario_name, through, seed):
+    return login_storm.simulate(BROKEN_SCENARIOS[scenario_name], THROUGH[through], seed)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("through", sorted(THROUGH))
+@pytest.mark.parametrize("scenario", TARGET_SCENARIOS)
+def test_a_broken_server_costs_a_few_failed_logins_and_nobody_fails_twice(scenario, through, seed):
+    outcome = run_broken(scenario, through, seed)
+    limit = login_storm.broken_limit(BROKEN_SCENARIOS[scenario], through == "balancer", outcome.even_share)
+    assert outcome.failed_twice == 0
+    assert outcome.failed_logins <= limit
+    assert outcome.over_capacity == 0
+
+
+@pytest.mark.parametrize("through", sorted(THROUGH))
+@pytest.mark.parametrize("scenario", ["class of 83, sshd dies at 0 s", "burst 10 s, sshd dies at 0 s"])
+def test_nobody_fails_twice_while_the_daemon_has_not_yet_seen_sshd_die(scenario, through):
+    # The check's own delay (MISSES_TO_FAIL checks SSH_CHECK_SECONDS apart, then a sample): logins fail
+    # meanwhile, but the retry goes elsewhere.
+    outcome = run_broken(scenario, through, SEEDS[0])
+    assert outcome.failed_logins > 0  # the model does break the server before the daemon says so
+    assert outcome.failed_twice == 0
+
+
+def test_without_its_time_wait_count_every_failing_login_would_pour_into_the_broken_server():
+    # What the daemon's TIME_WAIT count is for: a server that closes every login looks idle without it.
+    daemon = login_storm.DAEMON._replace(counts_closed_logins=False)  # the daemon before issue 15
+    scenario = BROKEN_SCENARIOS["class of 83, every login fails"]
+    blind = login_storm.simulate(scenario, THROUGH["probing"], SEEDS[0], daemon)
+    counted = run_broken("class of 83, every login fails", "probing", SEEDS[0])
+    assert blind.failed_logins > 2 * blind.even_share > counted.failed_logins
