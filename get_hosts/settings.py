@@ -433,7 +433,9 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
     )
 
 
-LTSP5_CHROOT_CONFS = "/opt/ltsp/*/etc/lts.conf"  # an LTSP 5 server: its clients' lts.conf, one per chroot
+# An LTSP 5 server: its clients' lts.conf, one per architecture, in the TFTP directory (NBD images)
+# or in the chroot (NFS, or an image rebuilt after each change).
+LTSP5_CLIENT_CONFS = ("/var/lib/tftpboot/ltsp/*/lts.conf", "/opt/ltsp/*/etc/lts.conf")
 
 
 def no_pool_message(environ, lts_conf_path, conf_path, conf_format, use_lts_conf=True):
@@ -450,8 +452,9 @@ def no_pool_message(environ, lts_conf_path, conf_path, conf_format, use_lts_conf
         return f"{message}; set LB_SERVERS in its {section} section"
     import glob
 
-    chroots = sorted(glob.glob(LTSP5_CHROOT_CONFS))[:3]
-    ltsp5 = " or ".join(f"--lts-conf {path}" for path in chroots) or "--lts-conf /opt/ltsp/<arch>/etc/lts.conf"
+    found = [path for pattern in LTSP5_CLIENT_CONFS for path in sorted(glob.glob(pattern))][:3]
+    patterns = [pattern.replace("*", "<arch>", 1) for pattern in LTSP5_CLIENT_CONFS]
+    ltsp5 = " or ".join(f"--lts-conf {path}" for path in found or patterns)
     return (
         f"{message}; on an LTSP server, read the clients' file: {ltsp5} (LTSP 5), "
         f"or set LB_SERVERS in [clients] of {DEFAULT_LTSP_CONF} (LTSP 20+, read by default)"

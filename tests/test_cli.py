@@ -317,10 +317,12 @@ def test_an_unknown_algorithm_in_lts_conf_names_file_and_line(serve, tmp_path):
     ]
 
 
-NO_DEFAULT_CONF = any(os.path.lexists(p) for p in ("/etc/lts.conf", "/etc/ltsp/ltsp.conf", "/opt/ltsp"))
+NO_DEFAULT_CONF = any(
+    os.path.lexists(p) for p in ("/etc/lts.conf", "/etc/ltsp/ltsp.conf", "/opt/ltsp", "/var/lib/tftpboot/ltsp")
+)
 
 
-@pytest.mark.skipif(NO_DEFAULT_CONF, reason="this machine has /etc/lts.conf, /etc/ltsp/ltsp.conf or /opt/ltsp")
+@pytest.mark.skipif(NO_DEFAULT_CONF, reason="this machine has an lts.conf, ltsp.conf, /opt/ltsp or TFTP ltsp")
 def test_no_pool_says_where_it_looked_and_which_file_to_name():
     # Before: "no server pool: LB_SERVERS and SERVER are both unset" and nothing more, which is what
     # an admin trying --status on the LTSP server meets first (the clients' lts.conf is in the chroot).
@@ -329,7 +331,8 @@ def test_no_pool_says_where_it_looked_and_which_file_to_name():
     assert error_lines(out) == [
         "get_hosts: error: no server pool: LB_SERVERS and SERVER are both unset in the environment, "
         "/etc/lts.conf (absent) and /etc/ltsp/ltsp.conf (absent); on an LTSP server, read the clients' file: "
-        "--lts-conf /opt/ltsp/<arch>/etc/lts.conf (LTSP 5), or set LB_SERVERS in [clients] of "
+        "--lts-conf /var/lib/tftpboot/ltsp/<arch>/lts.conf or --lts-conf /opt/ltsp/<arch>/etc/lts.conf (LTSP 5), "
+        "or set LB_SERVERS in [clients] of "
         "/etc/ltsp/ltsp.conf (LTSP 20+, read by default)"
     ]
 

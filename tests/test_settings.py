@@ -455,7 +455,8 @@ def test_no_pool_lists_the_ltsp5_chroots_lts_conf_found(tmp_path, monkeypatch):
     for arch in ("amd64", "i386"):
         (tmp_path / arch / "etc").mkdir(parents=True)
         (tmp_path / arch / "etc" / "lts.conf").write_text("[Default]\n")
-    monkeypatch.setattr(settings_module, "LTSP5_CHROOT_CONFS", str(tmp_path / "*" / "etc" / "lts.conf"))
+    patterns = (str(tmp_path / "tftp" / "*" / "lts.conf"), str(tmp_path / "*" / "etc" / "lts.conf"))
+    monkeypatch.setattr(settings_module, "LTSP5_CLIENT_CONFS", patterns)
     message = settings_module.no_pool_message({}, None, None, None)
     found = f"--lts-conf {tmp_path}/amd64/etc/lts.conf or --lts-conf {tmp_path}/i386/etc/lts.conf (LTSP 5)"
     assert found in message
