@@ -130,6 +130,12 @@ def test_every_man_page_and_doc_is_in_the_tree(package, kind):
         assert_in_tree(words[0], f"debian/{package}.{kind}")
 
 
+def test_the_client_package_ships_both_example_files():
+    # Admins of either LTSP find theirs in /usr/share/doc/ltsp-get-hosts/ (ltsp.conf.example was in no package).
+    shipped = {words[0] for words in debian_lines("ltsp-get-hosts.docs")}
+    assert {"lts.conf.example", "ltsp.conf.example"} <= shipped
+
+
 def test_not_installed_names_only_what_pybuild_builds():
     built = pybuild_outputs()
     for words in debian_lines("not-installed"):
