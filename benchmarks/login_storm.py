@@ -27,9 +27,10 @@ ltsp_server_advertise.rating. Only time, servers and clients are simulated:
   sample say <failing> (rating 0), which get_hosts and the balancer skip;
   dead before the storm (as in tests/test_broken_server_storm.py) or dying
   as it begins. "every login fails" (port 22 accepts and closes): a login
-  fails as soon as TCP connects, as a refused one does; the daemon counts
-  each such connection as a login for TIME_WAIT_SECONDS
-  (stats.count_login_connections), never as a session. A person whose login fails tries once more at once through
+  fails as soon as TCP connects, as a refused one does; the daemon's rating
+  counts each such connection as a session for TIME_WAIT_SECONDS
+  (stats.count_login_connections, server_stats), its advertised sessions
+  do not. A person whose login fails tries once more at once through
   get_hosts.retry (failed_hosts, demote: the host of the failed login goes
   last) and, through a balancer, reports it (failed=HOST: Pool.report,
   then Pool.choose with it last); a second failure is a person who cannot
@@ -147,7 +148,7 @@ class Server:
         self.sshd = SSHD_UP
         self.sshd_watch = None  # health.SshdWatch of a server whose sshd died
         self.failing = None  # the daemon's health verdict: its next sample says <failing>
-        self.time_wait = []  # when sshd closed a login at once: counted as logins for TIME_WAIT_SECONDS
+        self.time_wait = []  # when sshd closed a login at once: in the rating for TIME_WAIT_SECONDS
         self.alive = True
         self.sessions = sessions
         self.logging_in = 0
@@ -175,11 +176,10 @@ class Server:
 
     def metrics(self):
         """What the daemon reads and rates: the arguments of rating's functions."""
-        in_progress = self.ssh_pending + (len(self.time_wait) if self.counts_closed_logins else 0)
         return dict(
             state=self.state,
             weight=self.weight,
-            sessions=self.sessions + (in_progress if self.counts_logins_in_progress else 0),
+            sessions=self.sessions + (self.ssh_pending if self.counts_logins_in_progress else 0),
             cpu_count=self.cpu_count,
             cpu_mhz=self.cpu_mhz,
             load_1min=self.loads[0],
@@ -193,7 +193,10 @@ class Server:
         if self.time_wait:
             self.time_wait = [closed for closed in self.time_wait if closed > now - TIME_WAIT_SECONDS]
         metrics = self.metrics()
-        rated = rating.rate(**metrics)
+        closed = len(self.time_wait) if self.counts_logins_in_progress and self.counts_closed_logins else 0
+        # Logins sshd closed at once weigh as sessions in the rating only (stats.server_stats): the
+        # advertised sessions stay real, so a balancer never takes them for logins that became sessions.
+        rated = rating.rate(**(dict(metrics, sessions=metrics["sessions"] + closed) if closed else metrics))
         self.sample = wire.ServerStats(
             hostname=self.entry.name,
             rating=0.0 if self.failing else rated.rating,  # as stats.server_stats rates a failing server
