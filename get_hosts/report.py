@@ -10,9 +10,14 @@ Rules:
   and JSON escapes everything outside printable ASCII.
 - Rows of --status and --json come in preference order (the chosen order),
   then the skipped servers in pool order.
+- --status names a row ``host:port`` (``[v6]:port``) when its port is not the
+  default (LB_PORT; when not given, the one port every entry uses, else 377)
+  or another entry has the same host: two daemons on one host must not look
+  the same. The host line never carries a port.
 """
 
 from get_hosts import choose
+from ltsp_lbcore.ports import ADVERTISE_PORT
 
 MAX_REASON_CHARS = 200
 
@@ -57,15 +62,49 @@ def _number(value, digits):
 STATUS_COLUMNS = ("HOST", "STATE", "RATING", "SESSIONS", "LOAD/CPU", "RESPONSE-MS", "REASON")
 
 
-def status_table(choice):
+def _same_host(host):
+    from ltsp_lbcore.hostport import host_key
+
+    try:
+        return host_key(host)
+    except ValueError:
+        return host.lower()
+
+
+def display_names(entries, default_port=None):
+    """PoolEntry -> the name --status shows: the pool name, with its port where the name alone is ambiguous.
+
+    A port is shown when it is not DEFAULT_PORT, or when two entries share a
+    host. DEFAULT_PORT None: the port every entry uses (LB_PORT, as a pool
+    without ports gives it), else 377.
+    """
+    from ltsp_lbcore.hostport import format_host_port
+
+    if default_port is None:
+        ports = {entry.port for entry in entries}
+        default_port = ports.pop() if len(ports) == 1 else ADVERTISE_PORT
+    hosts = [_same_host(entry.name) for entry in entries]
+    count = {}
+    for host in hosts:
+        count[host] = count.get(host, 0) + 1
+    names = {}
+    for entry, host in zip(entries, hosts):
+        shared = count[host] > 1
+        port = entry.port if shared or entry.port != default_port else None
+        names[entry] = format_host_port(entry.name, port)
+    return names
+
+
+def status_table(choice, default_port=None):
     """--status: an aligned table, a header line then one line per pool member."""
     table = [STATUS_COLUMNS]
+    shown = display_names([verdict.result.entry for verdict in choice.verdicts], default_port)
     for verdict, _rank in rows(choice):
         result = verdict.result
         stats = result.stats
         table.append(
             (
-                escape(result.entry.name, 253),
+                escape(shown[result.entry], 253),
                 verdict.label,
                 _number(stats.rating if stats else None, 1),
                 str(stats.sessions) if stats and stats.sessions is not None else "-",

@@ -151,7 +151,10 @@ def test_status_is_an_aligned_table_of_the_pool(serve, lts_conf):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert lines[0].split() == ["HOST", "STATE", "RATING", "SESSIONS", "LOAD/CPU", "RESPONSE-MS", "REASON"]
-    assert [line.split()[0] for line in lines[1:]] == ["127.0.0.2", "127.0.0.3", "127.0.0.1", "127.0.0.9"]
+    # Not port 377: each row says its port (the host line never does).
+    ports = [servers[1].port, servers[2].port, servers[0].port, int(dead.split(":")[1])]
+    expected = [f"127.0.0.{i}:{port}" for i, port in zip((2, 3, 1, 9), ports)]
+    assert [line.split()[0] for line in lines[1:]] == expected
     assert [line.split()[1] for line in lines[1:]] == ["Idle", "Idle", "Idle", "Down"]
     assert lines[1].split()[2:5] == ["50.0", "4", "0.25"]
     assert "refused" in lines[4]
@@ -159,6 +162,18 @@ def test_status_is_an_aligned_table_of_the_pool(serve, lts_conf):
     reason_at = lines[0].index("REASON")
     assert all(line[reason_at - 2 : reason_at] == "  " for line in lines[1:])
     assert len({line.index(line.split()[1]) for line in lines}) == 1
+
+
+def test_status_tells_two_daemons_on_one_host_apart(serve, lts_conf):
+    # Before: two rows "127.0.0.1", one Idle and one Drain, and no way to tell which daemon was which.
+    ready = serve(send(document(rating=10)), host="127.0.0.1")
+    drained = serve(send(document(state="drain")), host="127.0.0.1")
+    out = run("--status", env={"LB_SERVERS": pool(ready, drained)}, lts_conf=lts_conf)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split()[:2] for line in out.stdout.decode().splitlines()[1:]]
+    assert rows == [[f"127.0.0.1:{ready.port}", "Idle"], [f"127.0.0.1:{drained.port}", "Drain"]]
+    line = run(env={"LB_SERVERS": pool(ready, drained)}, lts_conf=lts_conf)
+    assert line.stdout == b"127.0.0.1\n"  # LDM's line: names only, once each
 
 
 def test_json_has_the_same_facts(serve, lts_conf):
@@ -464,3 +479,25 @@ def test_escape_makes_any_text_printable(text):
     assert escaped.isprintable()
     if text.isprintable():
         assert escaped == text
+
+
+# (pool words, what --status shows for each)
+DISPLAY_NAMES = [
+    (["app1", "app2"], ["app1", "app2"]),
+    (["app1", "app2:3377"], ["app1", "app2:3377"]),
+    (["app1:377", "app1:3377"], ["app1:377", "app1:3377"]),
+    (["App1", "app1:3377", "app2"], ["App1:377", "app1:3377", "app2"]),  # one host, two spellings
+    (["[fd00::1]:377", "[fd00:0::1]:3377", "fd00::2"], ["[fd00::1]:377", "[fd00:0::1]:3377", "fd00::2"]),
+    (["[fd00::5]:3377", "app1"], ["[fd00::5]:3377", "app1"]),
+    (["app1:3377", "app2:3377"], ["app1", "app2"]),  # one port for all: LB_PORT, said once in lts.conf
+]
+
+
+@pytest.mark.parametrize(("words", "shown"), DISPLAY_NAMES, ids=[" ".join(row[0]) for row in DISPLAY_NAMES])
+def test_status_names_show_the_port_only_where_the_name_alone_is_ambiguous(words, shown):
+    from get_hosts.settings import parse_pool
+
+    entries, warnings = parse_pool(" ".join(words))
+    assert warnings == []
+    names = report.display_names(entries)
+    assert [names[entry] for entry in entries] == shown
