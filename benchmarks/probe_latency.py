@@ -20,7 +20,8 @@ timeout per host (LDM runs `nc -w 5` per host). The live row is measured here
 in-process (connect and read to EOF, no fork of nc: a lower bound); for the
 stalled and powered-off rows the 5 s per dead host is computed, not waited.
 
-Targets: live <= +50 ms, stalled or powered off <= +150 ms.
+Targets: live <= +50 ms, stalled or powered off <= +300 ms (the straggler
+grace is at least 250 ms: get_hosts/probe.py GRACE_MIN_MS).
 --strict exits 1 when one is missed.
 
     .venv/bin/python benchmarks/probe_latency.py [--runs 7] [--strict]
@@ -53,7 +54,7 @@ STALLED_HOSTS = [f"127.0.3.{i}" for i in range(1, DEAD + 1)]
 OFF_NET, OFF_BRIDGE_IP = "198.18.30", "198.18.30.1"
 OFF_HOSTS = [f"{OFF_NET}.{i}" for i in range(10, 10 + DEAD)]
 LDM_TIMEOUT_S = 5.0
-TARGETS_MS = {"live": 50, "stalled": 150, "off": 150}
+TARGETS_MS = {"live": 50, "stalled": 300, "off": 300}
 
 
 def free_port(host):

@@ -54,7 +54,7 @@ The straggler rule (docs/get_hosts.md says the same):
       latest answer and the moment half had settled,
 
         grace = clamp(GRACE_FACTOR * slowest_answer_ms, GRACE_MIN_MS, GRACE_MAX_MS)
-              = clamp(4 * slowest, 75 ms, 300 ms);
+              = clamp(4 * slowest, 250 ms, 300 ms);
 
     - while fewer than half have settled, grace = GRACE_MAX_MS (300 ms): the
       pending ones may be a slower majority, so they get the longest grace,
@@ -66,9 +66,10 @@ The straggler rule (docs/get_hosts.md says the same):
     While no server has answered, only the deadline applies.
 
 So on a LAN, where answers take a few ms, a stalled or powered-off server
-costs a login about the slowest answer plus 75 ms instead of ``LB_TIMEOUT``
-(300 ms when most of the pool is dead); a server answering four times slower
-than the slowest of its peers is still waited for.
+costs a login about the slowest answer plus 250 ms instead of ``LB_TIMEOUT``
+(300 ms when most of the pool is dead); a live server is waited for 250 ms
+after its peers, what a busy one may need (see GRACE_MIN_MS), and one
+answering four times slower than the slowest of its peers is waited for.
 """
 
 import os
@@ -82,7 +83,15 @@ from ltsp_lbcore import wire
 from ltsp_lbcore.ports import ADVERTISE_PORT
 
 GRACE_FACTOR = 4
-GRACE_MIN_MS = 75
+# The floor: no live server is given less. Before stale-while-revalidate a
+# daemon held its first client after an idle spell for a whole sample:
+# 70-110 ms on loaded servers; 36-101 ms median, 84-146 ms worst with 2-8
+# CPU burners beside it (benchmarks/cold_daemon.py --burners N against that
+# daemon), past the 75 ms this used to be. Such daemons remain in pools after
+# the thin clients update, and any busy server may wait its turn for a CPU:
+# 250 ms leaves room above both. The price: a powered-off server among live
+# ones costs a login 250 ms after the last answer, not 75.
+GRACE_MIN_MS = 250
 GRACE_MAX_MS = 300
 READ_CHUNK = 4096
 

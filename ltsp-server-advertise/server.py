@@ -11,9 +11,10 @@ Rules:
 - A peer outside ALLOW gets the connection closed without a document.
 - A client that does not take the whole document at once (a full socket
   buffer) is held: registered for writability until WRITE_TIMEOUT_SECONDS,
-  then dropped. So is a client waiting for a fresh sample (see
-  advertisement.py). Held clients count against MAX_CLIENTS; at the limit the
-  listening sockets leave the selector until a place frees up. A client that
+  then dropped. So is a client that comes before the first sample exists
+  (see advertisement.py; after that, every client is answered at once).
+  Held clients count against MAX_CLIENTS; at the limit the listening
+  sockets leave the selector until a place frees up. A client that
   holds the connection open but does not read costs nothing: its document
   fits in the socket buffer and we have already closed our end.
 - Out of file descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM from accept), the
@@ -25,7 +26,9 @@ Rules:
   the config (a bad file keeps the running one and says why), SIGTERM and
   SIGINT stop the loop; run() then returns 0.
 - Idle means select() sleeping until the next idle sample (one a minute, see
-  advertisement.py): no other timer runs when no client is held.
+  advertisement.py): no other timer runs when no client is held. A sample a
+  client made due starts after the events at hand are handled
+  (``idle_sample`` at the end of each turn), never on a connection's path.
 """
 
 from __future__ import annotations
@@ -201,12 +204,11 @@ class Server:
             times.append(self._deadlines[0][0])
         if self._famine_until is not None:
             times.append(self._famine_until)
+        # A client waiting for the first sample needs no timer: the sample is due
+        # (this time), or running, and on_sample wakes us when it lands.
         idle_sample_at = self._advertisement.next_idle_sample_at()
         if idle_sample_at is not None:
             times.append(idle_sample_at)
-        if any(entry[0] is None for entry in self._holding.values()):
-            wait_deadline = self._advertisement.wait_deadline()
-            times.append(now + FAMINE_RETRY_SECONDS if wait_deadline is None else wait_deadline)
         return max(0.0, min(times) - now) if times else None
 
     def _run_timers(self, now):

@@ -478,3 +478,82 @@ def test_log_lines_carry_syslog_priorities_under_journald(conf_dir):
     assert result.returncode == 2
     log_lines = result.stderr.splitlines()[:-1]
     assert log_lines == [f"<6>ltsp_server_advertise.config: no config file {absent}: using the defaults"]
+
+
+# --- the sample cache: stale-while-revalidate ---------------------------------------------
+
+
+class GatedCollector:
+    """The real collector, held at a gate: a collection that takes as long as the test says."""
+
+    def __init__(self):
+        from ltsp_server_advertise import stats
+
+        self._collector = stats.StatsCollector()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls = 0
+
+    def collect(self):
+        self.calls += 1
+        assert self.gate.wait(10), "the test never opened the gate"
+        return self._collector.collect()
+
+
+def test_a_stale_sample_is_served_at_once_while_a_fresh_one_is_taken():
+    from ltsp_server_advertise.advertisement import Advertisement
+
+    clock = [100.0]
+    collector = GatedCollector()
+    landed = threading.Event()
+    config = daemon_config.SCHEMA.defaults()._replace(sample_seconds=1.0)
+    advertisement = Advertisement(collector.collect, config, on_sample=landed.set, clock=lambda: clock[0])
+    advertisement.refresh_now()
+    clock[0] = 160.0  # a minute idle: the sample is stale
+    collector.gate.clear()  # and the next collection is slow
+    document = advertisement.document()
+    assert wire.decode(document).sample_age_ms == 60000  # at once, and honest about its age
+    assert collector.calls == 1  # nothing collected on the client's path
+    advertisement.idle_sample(clock[0])  # the server's loop, after the clients at hand
+    assert advertisement.next_idle_sample_at() is None  # one is running
+    clock[0] = 160.5
+    assert wire.decode(advertisement.document()).sample_age_ms == 60500  # still served while it collects
+    collector.gate.set()
+    assert landed.wait(5)
+    assert wire.decode(advertisement.document()).sample_age_ms <= 500  # the fresh one, taken at 160.0
+    advertisement.idle_sample(clock[0])
+    assert collector.calls == 2  # fresh: no further sample
+
+
+def test_a_sample_that_keeps_failing_is_served_with_its_age_and_one_warning(caplog):
+    from ltsp_server_advertise.advertisement import IDLE_SAMPLE_SECONDS, STALE_WARNING_SECONDS, Advertisement
+
+    clock = [0.0]
+    collector = GatedCollector()
+    landed = threading.Event()
+    config = daemon_config.SCHEMA.defaults()._replace(sample_seconds=1.0)
+    advertisement = Advertisement(collector.collect, config, on_sample=landed.set, clock=lambda: clock[0])
+    advertisement.refresh_now()
+    collector._collector = None  # every later collection raises
+    for step in range(3):
+        clock[0] = STALE_WARNING_SECONDS + 1 + 10 * step
+        age_ms = wire.decode(advertisement.document()).sample_age_ms
+        assert age_ms == int(clock[0] * 1000)
+        landed.clear()
+        advertisement.idle_sample(clock[0])
+        assert landed.wait(5)  # the attempt ran, failed, and the old sample stays
+    # While nobody asks, the next attempt is an idle one: a minute on, not a busy retry.
+    assert advertisement.next_idle_sample_at() == clock[0] + IDLE_SAMPLE_SECONDS
+    warnings = [r.getMessage() for r in caplog.records if "serving a stats sample" in r.getMessage()]
+    expected = f"serving a stats sample {STALE_WARNING_SECONDS + 1:.0f} s old: the collector has not finished one since"
+    assert warnings == [expected]
+
+
+def test_a_daemon_idle_past_its_sample_answers_from_it_then_refreshes(conf_dir, daemons):
+    daemon = daemons(write_conf(conf_dir, "SAMPLE_SECONDS = 0.2\n"), extra_args=["--debug"])
+    before = len(daemon.wait_for(r"stats sample \d+ taken", count=2))
+    time.sleep(1.0)  # five sample lifetimes: the old daemon held this client for a fresh sample
+    first = valid(fetch(daemon.address)).sample_age_ms
+    assert first >= 1000  # served from the stale sample, not after a fresh one
+    daemon.wait_for(r"stats sample \d+ taken", count=before + 1)
+    assert valid(fetch(daemon.address)).sample_age_ms < first

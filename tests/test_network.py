@@ -71,7 +71,7 @@ OFF, DRAINED, BIG, SMALL = (SERVERS[label][0] for label in ("app1", "app2", "app
 LB_TIMEOUT_MS = 3000
 # Wall time of one whole get_hosts run, interpreter start-up and `ip netns exec`
 # included, measured from here. Waiting out LB_TIMEOUT would take 3 s; the
-# straggler rule gives up on app1 some 75-300 ms after the live ones answered.
+# straggler rule gives up on app1 some 250-300 ms after the live ones answered.
 RUN_LIMIT_S = 1.0
 WEIGHTED_RUNS = 100
 TWO_CHOICE_RUNS = 30
