@@ -1,8 +1,10 @@
 """make demo: the whole system at work on this machine, in well under a minute.
 
-Four application servers on loopback addresses 127.0.1.1-4, each a real
+Five application servers on loopback addresses 127.0.1.1-5, each a real
 ltsp-server-advertise daemon with its own config: app1 as shipped, app2 with
-WEIGHT 200, app3 drained, app4 dead (nothing listens there). Then get_hosts,
+WEIGHT 200, app3 drained, app4 dead (nothing listens there), app5 broken (its
+daemon answers, but no sshd listens on its SSH_PORT: Failing). The others'
+SSH_PORT is a port the demo holds open, a stand-in for sshd. Then get_hosts,
 the real command a thin client runs, reads a real lts.conf naming that pool
 and chooses: its --status table, each algorithm over 20 logins, --explain,
 and a live drain with SIGHUP. Then the central balancer, ltsp-loadbalancer
@@ -31,7 +33,9 @@ SERVERS = {  # name: (address, config lines or None for a dead host)
     "app2": ("127.0.1.2", "WEIGHT = 200\n"),
     "app3": ("127.0.1.3", "STATE = drain\n"),
     "app4": ("127.0.1.4", None),
+    "app5": ("127.0.1.5", "# no sshd listens on its SSH_PORT: Failing\n"),
 }
+BROKEN_SSHD = "app5"
 LOGINS = 20
 BALANCER = ("127.0.1.10", 8377)
 LAST_WORDS = 5  # stderr lines of a service shown when it dies or does not answer
@@ -76,14 +80,22 @@ def wait_listening(address, daemon, log_path, timeout_s=10.0):
     raise failed(f"the daemon on {address}:{PORT}", daemon, log_path)
 
 
-def start_daemons(workdir):
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_daemons(workdir, sshd_port):
+    """The daemons; every one but BROKEN_SSHD checks SSH_PORT = SSHD_PORT (where the demo's stand-in listens)."""
     daemons = {}
     for name, (address, config) in SERVERS.items():
         if config is None:
             continue
         path = workdir / f"{name}.conf"
+        ssh_port = free_port() if name == BROKEN_SSHD else sshd_port
         # As root each daemon binds port 377 and drops to nobody, as in production.
-        path.write_text(f"# {name}: ltsp-server-advertise config for the demo\n{config}")
+        path.write_text(f"# {name}: ltsp-server-advertise config for the demo\n{config}SSH_PORT = {ssh_port}\n")
         path.chmod(0o644)
         command = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(path)]
         command += ["--listen", f"{address}:{PORT}"]
@@ -147,7 +159,13 @@ def show_balancer(lts_conf):
 
 def get_hosts(lts_conf, *args, **env):
     """Run the real get_hosts as LDM would: a clean environment, lts.conf, stdout only."""
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LTS_CONF": str(lts_conf), **env}
+    # Every demo login is another thin client: no memory of the last one's host (LB_RETRY_SECONDS).
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LTS_CONF": str(lts_conf),
+        "LB_RETRY_SECONDS": "0",
+        **env,
+    }
     command = [sys.executable, "-m", "get_hosts", *args]
     done = subprocess.run(command, env=environ, capture_output=True, text=True, timeout=30)
     return done.stdout, done.stderr
@@ -160,12 +178,16 @@ def main():
         # The daemons drop to nobody and re-read their config on SIGHUP, as
         # they read /etc/ltsp (0755, files 0644) in production.
         workdir.chmod(0o755)
-        heading(f"four application servers on loopback, port {PORT}")
-        daemons = start_daemons(workdir)
+        heading(f"five application servers on loopback, port {PORT}")
+        # A stand-in for sshd: the daemons' health check sees it listen (it never connects to it).
+        sshd = socket.create_server(("127.0.0.1", 0))
+        daemons = start_daemons(workdir, sshd.getsockname()[1])
         try:
             for name, (address, config) in SERVERS.items():
                 what = "dead: nothing listens" if config is None else (config.strip() or "as shipped")
                 print(f"  {name}  {address:<10}  {what}")
+            # The check needs two looks (2 s apart) before it calls sshd missing: a restart is not an outage.
+            time.sleep(2.5)
 
             heading("what app2 advertises (ltsp-server-advertise --once)")
             once = subprocess.run(
@@ -191,7 +213,9 @@ def main():
             show("get_hosts", out + err)
 
             heading(f"each algorithm over {LOGINS} logins: who gets the first choice")
-            print("  app3 is drained and app4 dead: neither may ever get a login. The servers are one machine,")
+            print(
+                "  app3 is drained, app4 dead and app5 failing: none may ever get a login. The servers are one machine,"
+            )
             print("  so app2's WEIGHT 200 doubles its capacity next to app1. No session lands in a demo, so")
             print("  two-choice (the default) always finds app2 the emptier; in a storm app2 fills until it is")
             print("  as full as app1 (make bench: benchmarks/login_storm.py). mac-hash: this machine is one")
@@ -239,6 +263,7 @@ def main():
             show("get_hosts", out + err)
         finally:
             stop_all(daemons.values())
+            sshd.close()
     print(f"\ndemo finished in {time.monotonic() - started:.1f} s")
 
 

@@ -51,24 +51,32 @@ STALE_WARNING_SECONDS = 2 * IDLE_SAMPLE_SECONDS
 class Advertisement:
     """The document for the current config and a sample reused for SAMPLE_SECONDS."""
 
-    def __init__(self, collect, config, on_sample=None, clock=time.monotonic):
-        """collect: () -> metrics dict. on_sample: called (from the worker thread) when a sample lands."""
+    def __init__(self, collect, config, on_sample=None, clock=time.monotonic, health=None):
+        """collect: () -> metrics dict. on_sample: called (from the worker thread) when a sample lands.
+
+        health: a health.HealthMonitor whose ``failing`` reason goes into every
+        document (read at each one: a check's verdict is news at once, not at
+        the next sample), and which follows the config on reload; or None.
+        """
         self._collect = collect
+        self.health = health
         self._clock = clock
         self.on_sample = on_sample
         self._config = config
         self._sample = None  # (metrics, taken_at): replaced whole, so readers need no lock
         self._refresh_due = False  # a client found the sample stale (event loop only)
         self._refresh_started_at = None  # set while a worker thread collects
-        self._memo = None  # (metrics, config, age_ms, document)
+        self._memo = None  # (metrics, config, age_ms, document, failing reason)
         self._retry_not_before = 0.0
         self._last_attempt_at = None  # when the latest collection started, landed or not
         self._warned_sample = None  # the stale sample the last warning was about
         self.samples_taken = 0
 
     def configure(self, config):
-        """Use a new config (SIGHUP) for every following document."""
+        """Use a new config (SIGHUP) for every following document, and for the health checks."""
         self._config = config
+        if self.health is not None:
+            self.health.configure(config.ssh_port, config.health_command, config.health_seconds)
 
     def refresh_now(self):
         """Take a sample on this thread (startup, --once)."""
@@ -124,10 +132,11 @@ class Advertisement:
         metrics, taken_at = sample
         config = self._config
         age_ms = max(0, int((now - taken_at) * 1000))
+        failing = None if self.health is None else self.health.failing
         memo = self._memo
         # Identity, not equality: comparing two Configs field by field would
-        # cost more than the lookup saves.
-        if memo is not None and memo[0] is metrics and memo[1] is config and memo[2] == age_ms:
+        # cost more than the lookup saves (the reason is one shared string too).
+        if memo is not None and memo[0] is metrics and memo[1] is config and memo[2] == age_ms and memo[4] is failing:
             return memo[3]
         server_stats = stats.server_stats(
             metrics,
@@ -136,9 +145,10 @@ class Advertisement:
             sample_age_ms=age_ms,
             session_cpu_mhz=config.session_cpu_mhz,
             session_memory_bytes=config.session_memory_mb * MIB,
+            failing=failing,
         )
         document = wire.encode(server_stats)
-        self._memo = (metrics, config, age_ms, document)
+        self._memo = (metrics, config, age_ms, document, failing)
         return document
 
     def _start_refresh(self, now):

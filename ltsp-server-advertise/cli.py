@@ -51,12 +51,17 @@ def build_parser():
         config.DEFAULT_CONFIG_PATH,
     )
     parser.add_argument("--once", action="store_true", help="print the document to stdout and exit")
+    parser.add_argument(
+        "--ssh-port",
+        metavar="PORT",
+        help="overrides SSH_PORT of the config file (several daemons on one test host; 0: no sshd check)",
+    )
     return parser
 
 
 def load_config(args):
-    """The config file, with --listen applied over it. ConfigError when either is bad."""
-    return load_with_overrides(config.SCHEMA, args)
+    """The config file, with --listen and --ssh-port applied over it. ConfigError when either is bad."""
+    return load_with_overrides(config.SCHEMA, args, (("SSH_PORT", "--ssh-port"),))
 
 
 def serve(args):
@@ -64,11 +69,14 @@ def serve(args):
     settings = load_config(args)
     # Imported only now, so that a bad command line or config fails before psutil loads.
     from . import stats
+    from .health import HealthMonitor
     from .server import Server
 
-    collector = stats.StatsCollector()
-    advertisement = Advertisement(collector.collect, settings)
+    collector = stats.StatsCollector(ssh_port=settings.ssh_port or None)
+    health = HealthMonitor(settings.ssh_port, settings.health_command, settings.health_seconds)
+    advertisement = Advertisement(collector.collect, settings, health=health)
     if args.once:
+        health.check_once(settle=True)
         advertisement.refresh_now()
         sys.stdout.buffer.write(advertisement.document())
         sys.stdout.flush()
@@ -84,6 +92,10 @@ def serve(args):
     privileges.ensure_open_files(settings.max_clients + len(sockets) + SPARE_FILE_DESCRIPTORS)
     advertisement.refresh_now()
     server = Server(sockets, settings, advertisement, reload_config=lambda: load_config(args))
+    # The checks run as USER (a HEALTH_COMMAND too), on their own thread; a change of verdict wakes the
+    # loop so that the next document says it (documents read the verdict as they are written).
+    health.on_change = server.wake
+    health.start()
     server.install_signal_handlers()
     listeners.notify("READY=1")
     status = server.run()

@@ -32,6 +32,7 @@ import errno
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -199,9 +200,7 @@ def command_problem(argv):
         return None
     path = argv[0]
     if os.sep not in path:
-        from shutil import which
-
-        found = which(path)
+        found = shutil.which(path)
         if found is None:
             return f"HEALTH_COMMAND {path!r}: no such command on PATH ({os.environ.get('PATH', '')})"
         path = found
@@ -222,19 +221,26 @@ class HealthMonitor:
         self.failing = None
         self.on_change = on_change
         self._procfs = procfs
+        self._sshd = None
         self._wake = threading.Event()
         self._stopped = False
         self._thread = None
         self.configure(ssh_port, command, command_seconds)
 
     def configure(self, ssh_port, command, command_seconds):
-        """New settings (start, SIGHUP); a command that cannot run is said here, once."""
-        self._sshd = SshdWatch(ssh_port) if ssh_port else None
-        self._sshd_reason = None
-        self._command = tuple(command or ())
+        """New settings (start, SIGHUP); a command that cannot run is said here, at each.
+
+        What did not change keeps its verdict and history: a reload is not a recovery.
+        """
+        if ssh_port != getattr(self._sshd, "port", 0) or not ssh_port:
+            self._sshd = SshdWatch(ssh_port) if ssh_port else None
+            self._sshd_reason = None
+        command = tuple(command or ())
+        if command != getattr(self, "_command", None):
+            self._command = command
+            self._command_reason = None
+            self._command_due = 0.0
         self._command_seconds = command_seconds
-        self._command_reason = None
-        self._command_due = 0.0
         self._command_unrunnable = False
         problem = command_problem(self._command)
         if problem is not None:
@@ -251,8 +257,12 @@ class HealthMonitor:
         self._stopped = True
         self._wake.set()
 
-    def check_once(self, now=None):
-        """Run whatever is due now (the thread's loop, and --once); returns the current reason."""
+    def check_once(self, now=None, settle=False):
+        """Run whatever is due now (the thread's loop); returns the current reason.
+
+        settle: one look is the verdict (--once has no second check to wait
+        for): nothing listening counts as MISSES_TO_FAIL misses.
+        """
         now = time.monotonic() if now is None else now
         if self._sshd is not None:
             try:
@@ -260,7 +270,8 @@ class HealthMonitor:
             except OSError as error:
                 log.warning("cannot read the listening sockets for the sshd check: %s", error)
             else:
-                self._sshd_reason = self._sshd.observe(now, queues)
+                for _ in range(MISSES_TO_FAIL if settle and not queues else 1):
+                    self._sshd_reason = self._sshd.observe(now, queues)
         if self._command and not self._command_unrunnable and now >= self._command_due:
             self._command_due = now + self._command_seconds
             try:

@@ -25,6 +25,7 @@ Rules (Radicale's Configuration is the model):
 """
 
 import logging
+import shlex
 import textwrap
 from collections import namedtuple
 
@@ -130,8 +131,6 @@ def command_line(text):
 
     Empty means no command. Quotes group words; no expansion, no pipes.
     """
-    import shlex
-
     try:
         return tuple(shlex.split(text, comments=False, posix=True))
     except ValueError as error:  # "No closing quotation"

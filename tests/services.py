@@ -50,12 +50,16 @@ class _Service(LoggedProcess):
 class Daemon(_Service):
     """ltsp-server-advertise in a subprocess; its stderr is collected line by line.
 
-    POPEN_OPTIONS (env, cwd...) go to subprocess.Popen.
+    POPEN_OPTIONS (env, cwd...) go to subprocess.Popen. SSH_PORT: the login port its health check
+    watches; 0 (the default here) turns the check off, since this machine runs no sshd on 22 and
+    the tests of other things must not see every daemon Failing. None: the config file's.
     """
 
-    def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, **popen_options):
+    def __init__(self, conf_path, listen=("127.0.0.1:0",), extra_args=(), command=None, ssh_port=0, **popen_options):
         args = [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf_path)]
         args += [arg for address in listen for arg in ("--listen", address)]
+        if ssh_port is not None:
+            args += ["--ssh-port", str(ssh_port)]
         args += list(extra_args)
         super().__init__(command or args, "the daemon's log", **popen_options)
         self.addresses = []

@@ -1,8 +1,8 @@
 """An sshd stand-in on ADDRESS:22, run inside a server's namespace.
 
-    python3 ssh_holder.py ADDRESS          holds every connection open after sending an SSH banner, as
-                                           sshd holds a login (the server's daemon counts it)
-    python3 ssh_holder.py ADDRESS --close  accepts and closes at once: sshd up, every login failing
+python3 ssh_holder.py ADDRESS          holds every connection open after sending an SSH banner, as
+                                       sshd holds a login (the server's daemon counts it)
+python3 ssh_holder.py ADDRESS --close  accepts and closes at once: sshd up, every login failing
 """
 
 import socket

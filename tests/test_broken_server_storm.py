@@ -7,12 +7,13 @@ Needs root and iproute2 (CI runs as root); skipped with the reason otherwise.
     s3 198.18.43.13  WEIGHT 200   BROKEN: nothing on 22 ("dead"), or 22 accepts and closes ("closing")
     s4 198.18.43.14  WEIGHT 400   the same as s1
     lb 198.18.43.5   ltsp-loadbalancer, POLL_SECONDS 2 (asked first in the "balancer" runs)
-    cl 198.18.43.100 the classroom: tests/login_people.py, 83 people over 10 s
+    c0..c82          198.18.43.100-182: a classroom, 83 thin clients, one person each, sitting down over 10 s
 
-Each person is a thin client of their own (their own LB_STATE_DIR): get_hosts,
-then a login to port 22 of its first host that must bring an SSH banner; a
-failed login is tried once more at once, as LDM's screen script does. A fresh
-LAN for each case, so one case's TIME_WAIT sockets cannot help the next.
+Each person (tests/login_person.py, in their client's namespace, with their
+own LB_STATE_DIR) runs get_hosts, then logs in to port 22 of its first host,
+which must bring an SSH banner; a failed login is tried once more at once, as
+LDM's screen script does. A fresh LAN for each case, so one case's TIME_WAIT
+sockets cannot help the next.
 
 Targets (issue 15): nobody fails twice, in every case; sshd dead: at most 2
 failed attempts, with and without a balancer; every login failing: at most
@@ -22,6 +23,7 @@ even share (83 x 200/800 = 20.75, so 41).
 
 import json
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -49,7 +51,7 @@ SERVERS = {
 }
 BROKEN = "s3"
 BALANCER = f"{SUBNET}.5"
-CLIENT = f"{SUBNET}.100"
+FIRST_CLIENT = 100
 PEOPLE, STORM_SECONDS = 83, 10.0
 EVEN_SHARE = PEOPLE * SERVERS[BROKEN][1] / sum(weight for _, weight in SERVERS.values())
 
@@ -58,7 +60,8 @@ def build_site(conf_dir, broken_mode):
     lan = Lan(prefix="bk")
     hosts = {label: lan.add_host(label, address) for label, (address, _) in SERVERS.items()}
     hosts["lb"] = lan.add_host("lb", BALANCER)
-    hosts["cl"] = lan.add_host("cl", CLIENT)
+    for person in range(PEOPLE):
+        hosts[f"c{person}"] = lan.add_host(f"c{person}", f"{SUBNET}.{FIRST_CLIENT + person}")
     # The namespaces share one machine's load: every daemon reads an idle loadavg, so capacity follows WEIGHT.
     idle_loadavg = conf_dir / "loadavg"
     idle_loadavg.write_text("0.00 0.00 0.00 1/100 1\n", encoding="ascii")
@@ -89,15 +92,26 @@ def build_site(conf_dir, broken_mode):
 
 
 def run_class(lan, hosts, env, state_base, balancer):
+    """Every person sits down at their time; their attempts, once all have logged in or given up."""
     env = dict(env, LTS_CONF="/dev/null", LB_SERVERS=" ".join(a for a, _ in SERVERS.values()))
     env.update(LB_TIMEOUT="1000", LB_RETRY_SECONDS="60")
     if balancer:
         # Generous: on a 2-core box running 83 interpreters a balancer's answer can be late.
         env.update(LB_BALANCER=BALANCER, LB_BALANCER_TIMEOUT="2000")
-    command = [sys.executable, str(TESTS / "login_people.py"), str(PEOPLE), str(STORM_SECONDS), "7", str(state_base)]
-    client = lan.start(hosts["cl"], command, env=env)
-    (line,) = client.wait_for(r'^\{"people"', timeout=STORM_SECONDS + 60)
-    return json.loads(line)["people"]
+    rng = random.Random(7)
+    starts = sorted(rng.uniform(0, STORM_SECONDS) for _ in range(PEOPLE))
+    people = []
+    origin = time.monotonic()
+    for person, start in enumerate(starts):
+        time.sleep(max(0.0, origin + start - time.monotonic()))
+        person_env = dict(env, LB_STATE_DIR=str(state_base / f"c{person}"))
+        people.append(lan.start(hosts[f"c{person}"], [sys.executable, str(TESTS / "login_person.py")], env=person_env))
+    deadline = origin + STORM_SECONDS + 60
+    results = []
+    for process in people:
+        (line,) = process.wait_for(r'^\{"attempts"', timeout=max(1.0, deadline - time.monotonic()))
+        results.append(json.loads(line)["attempts"])
+    return results
 
 
 @pytest.mark.parametrize("balancer", [False, True], ids=["probing", "balancer"])

@@ -90,6 +90,7 @@ def burning(cpus, count):
 def get_hosts_json(pool, cpus):
     """get_hosts --json on CPUS, the way a thin client runs it: {host: server entry}."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "LB_SERVERS": pool}
+    env["LB_RETRY_SECONDS"] = "0"  # each run a first login
     done = subprocess.run(
         [sys.executable, "-m", "get_hosts", "--json"],
         env=env,

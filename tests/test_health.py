@@ -144,7 +144,10 @@ def test_a_command_that_cannot_run(tmp_path):
         run_check(("/nonexistent/check",), timeout=1)
     assert health.command_problem(("/nonexistent/check",)) == "HEALTH_COMMAND '/nonexistent/check': no such file"
     assert "no such command on PATH" in health.command_problem(("no-such-check-here",))
-    assert health.command_problem((str(not_executable),)) == f"HEALTH_COMMAND '{not_executable}': not executable by this user"
+    assert (
+        health.command_problem((str(not_executable),))
+        == f"HEALTH_COMMAND '{not_executable}': not executable by this user"
+    )
     assert health.command_problem(("true",)) is None
     assert health.command_problem(()) is None
 

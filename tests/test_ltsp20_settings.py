@@ -95,7 +95,7 @@ def test_either_format_from_any_path_told_apart_by_its_sections(tmp_path, text, 
 def test_explain_says_which_file_and_format(tmp_path):
     conf = tmp_path / "ltsp.conf"
     conf.write_text("[clients]\nLB_SERVERS=127.0.0.1:1\nLB_ALGORITHM=fixed\n")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LB_RETRY_SECONDS": "0"}
     out = subprocess.run(
         [sys.executable, "-m", "get_hosts", "--lts-conf", str(conf), "--explain"],
         cwd=ROOT,

@@ -75,7 +75,7 @@ def servers(namespace):
 
 
 def run_in(namespace_name, *args):
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT}
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, "LB_RETRY_SECONDS": "0"}
     return environ, ["ip", "netns", "exec", namespace_name, sys.executable, "-m", "get_hosts", *args]
 
 

@@ -101,6 +101,7 @@ class Pool:
             "LTS_CONF": str(self.lts_conf),
             "LB_SERVERS": " ".join(address for address, _ in SERVERS.values()),
             "LB_TIMEOUT": str(LB_TIMEOUT_MS),
+            "LB_RETRY_SECONDS": "0",  # each run a first login: no memory of the last run's host
             **env,
         }
         started = time.monotonic()
@@ -161,7 +162,8 @@ def pool():
             # sh binds the idle load average in this process's own mount namespace, then execs the daemon.
             command = ["sh", "-c", 'mount --bind "$0" /proc/loadavg && exec "$@"', str(idle_loadavg)]
             command += [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf)]
-            command += ["--listen", f"{address}:377"]
+            # No sshd in these namespaces: the daemons' login-service check is off (test_broken_server_storm has it on).
+            command += ["--listen", f"{address}:377", "--ssh-port", "0"]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
             daemons[label] = lan.start(hosts[label], command, env=env)
         for label, daemon in daemons.items():
