@@ -53,8 +53,12 @@ The straggler rule (docs/get_hosts.md says the same):
       good: refused, unreachable, garbage), counted from the later of the
       latest answer and the moment half had settled,
 
-        grace = clamp(GRACE_FACTOR * slowest_answer_ms, GRACE_MIN_MS, GRACE_MAX_MS)
-              = clamp(4 * slowest, 250 ms, 300 ms);
+        grace = clamp(GRACE_FACTOR * slowest_answer_ms, floor, GRACE_MAX_MS)
+              = clamp(4 * slowest, 250 ms, 300 ms) for a server that took the TCP
+                connection (GRACE_MIN_MS: a live daemon, maybe busy),
+              = clamp(4 * slowest, 75 ms, 300 ms) for one that has not even taken
+                it (GRACE_UNREACHED_MIN_MS: on a LAN a live host accepts in well
+                under a millisecond; this one is off or unreachable);
 
     - while fewer than half have settled, grace = GRACE_MAX_MS (300 ms): the
       pending ones may be a slower majority, so they get the longest grace,
@@ -65,11 +69,12 @@ The straggler rule (docs/get_hosts.md says the same):
     grace"). Each new valid answer recomputes the grace and restarts it.
     While no server has answered, only the deadline applies.
 
-So on a LAN, where answers take a few ms, a stalled or powered-off server
-costs a login about the slowest answer plus 250 ms instead of ``LB_TIMEOUT``
-(300 ms when most of the pool is dead); a live server is waited for 250 ms
-after its peers, what a busy one may need (see GRACE_MIN_MS), and one
-answering four times slower than the slowest of its peers is waited for.
+So on a LAN, where answers take a few ms, a powered-off server costs a
+login about the slowest answer plus 75 ms, a stalled one (it took the
+connection but says nothing) plus 250 ms, instead of ``LB_TIMEOUT`` (300 ms
+when most of the pool is dead); a live server is waited for 250 ms after its
+peers, what a busy one may need (see GRACE_MIN_MS), and one answering four
+times slower than the slowest of its peers is waited for.
 """
 
 import os
@@ -92,6 +97,9 @@ GRACE_FACTOR = 4
 # 250 ms leaves room above both. The price: a powered-off server among live
 # ones costs a login 250 ms after the last answer, not 75.
 GRACE_MIN_MS = 250
+# A server that has not taken the TCP connection 75 ms after its peers answered is not there:
+# the floor that a live daemon needs is for the answer, not for the handshake.
+GRACE_UNREACHED_MIN_MS = 75
 GRACE_MAX_MS = 300
 READ_CHUNK = 4096
 
@@ -129,23 +137,25 @@ SENDING = "sending the request"
 # --- the state of a round: no I/O ----------------------------------------------------
 
 
-def grace_ms(slowest_ms):
-    """The straggler grace for the slowest valid answer seen so far, in ms."""
-    return min(max(GRACE_FACTOR * slowest_ms, GRACE_MIN_MS), GRACE_MAX_MS)
+def grace_ms(slowest_ms, floor_ms=GRACE_MIN_MS):
+    """The straggler grace for the slowest valid answer seen so far, in ms (FLOOR_MS at least)."""
+    return min(max(GRACE_FACTOR * slowest_ms, floor_ms), GRACE_MAX_MS)
 
 
-def straggler_cutoff(last_answer, slowest_ms, quorum_time, deadline):
+def straggler_cutoff(last_answer, slowest_ms, quorum_time, deadline, floor_ms=GRACE_MIN_MS):
     """When the servers still pending are given up (the rule above), in the clock's seconds.
 
     last_answer: time of the latest valid answer, or None (none yet: only the
     deadline applies). slowest_ms: the slowest valid answer's response time.
-    quorum_time: when half the pool had settled, or None.
+    quorum_time: when half the pool had settled, or None. floor_ms: the
+    grace's floor: GRACE_MIN_MS for a server that took the connection,
+    GRACE_UNREACHED_MIN_MS for one that has not.
     """
     if last_answer is None:
         return deadline
     if quorum_time is None:
         return min(deadline, last_answer + GRACE_MAX_MS / 1000.0)
-    return min(deadline, max(last_answer, quorum_time) + grace_ms(slowest_ms) / 1000.0)
+    return min(deadline, max(last_answer, quorum_time) + grace_ms(slowest_ms, floor_ms) / 1000.0)
 
 
 class ProbeRound:
@@ -167,6 +177,8 @@ class ProbeRound:
         self.slowest_ms = None
         self.last_answer = None
         self.quorum_time = None
+        self.reached = [False] * len(self.entries)  # took the TCP connection
+        self.pending_reached = 0  # of them, not settled yet
 
     @property
     def pending(self):
@@ -174,9 +186,30 @@ class ProbeRound:
 
     @property
     def cutoff(self):
+        """The next moment a pending server is given up (the earlier of the two floors' cutoffs in use)."""
         if not self.straggler:
             return self.deadline
-        return straggler_cutoff(self.last_answer, self.slowest_ms, self.quorum_time, self.deadline)
+        cutoffs = []
+        if self.pending_reached:
+            cutoffs.append(self._cutoff(GRACE_MIN_MS))
+        if self.pending > self.pending_reached:
+            cutoffs.append(self._cutoff(GRACE_UNREACHED_MIN_MS))
+        return min(cutoffs, default=self.deadline)
+
+    def cutoff_for(self, index):
+        """When pending server INDEX is given up."""
+        if not self.straggler:
+            return self.deadline
+        return self._cutoff(GRACE_MIN_MS if self.reached[index] else GRACE_UNREACHED_MIN_MS)
+
+    def _cutoff(self, floor_ms):
+        return straggler_cutoff(self.last_answer, self.slowest_ms, self.quorum_time, self.deadline, floor_ms)
+
+    def connected(self, index):
+        """Server INDEX took the TCP connection: it is there, and gets a live server's grace."""
+        if not self.reached[index] and self.results[index] is None:
+            self.reached[index] = True
+            self.pending_reached += 1
 
     def answered(self, index, stats, now):
         response_ms = (now - self.start) * 1000.0
@@ -201,15 +234,19 @@ class ProbeRound:
             reason += f" ({nbytes} bytes so far)"
         self.failed(index, reason, now)
 
-    def grace_in_force(self):
-        """The grace (ms) that set the cutoff, or None when the cutoff is the deadline."""
-        if self.cutoff >= self.deadline:
+    def grace_in_force(self, index):
+        """The grace (ms) that set server INDEX's cutoff, or None when that cutoff is the deadline."""
+        if self.cutoff_for(index) >= self.deadline:
             return None
-        return grace_ms(self.slowest_ms) if self.quorum_time is not None else GRACE_MAX_MS
+        if self.quorum_time is None:
+            return GRACE_MAX_MS
+        return grace_ms(self.slowest_ms, GRACE_MIN_MS if self.reached[index] else GRACE_UNREACHED_MIN_MS)
 
     def _settle(self, index, result, now):
         self.results[index] = result
         self.settled += 1
+        if self.reached[index]:
+            self.pending_reached -= 1
         if self.quorum_time is None and 2 * self.settled >= len(self.entries):
             self.quorum_time = now
 
@@ -409,6 +446,7 @@ class _PollLoop:
         sock = probe.sock
         code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if code == 0 and events & select.POLLOUT:
+            self.round.connected(probe.index)
             if probe.conversation.request:
                 probe.phase = SENDING
                 self.on_writable(probe)
@@ -520,7 +558,9 @@ class _PollLoop:
             while self.round.pending and not (self.first_wins and self.round.last_answer is not None):
                 now = monotonic()
                 if now >= self.round.cutoff:
-                    break
+                    if now >= self.round.deadline or not self.give_up_due(now):
+                        break
+                    continue
                 self.batch += 1
                 # Round up so that a wait of 0.3 ms does not spin with timeout 0.
                 for fd, events in self.poller.poll((self.round.cutoff - now) * 1000.0 + 1.0):
@@ -536,13 +576,22 @@ class _PollLoop:
             if resolver is not None:
                 resolver.close()
 
+    def give_up_due(self, now):
+        """Give up the pending servers whose own cutoff has come (an unreached one's comes first); True if any."""
+        due = [probe for probe in self.probes if self.round.results[probe.index] is None]
+        due = [probe for probe in due if self.round.cutoff_for(probe.index) <= now]
+        self._give_up(due)
+        return bool(due)
+
     def give_up_pending(self):
-        # The grace before give_up() counts the stragglers as settled (and so changes it).
-        grace = self.round.grace_in_force()
-        for probe in self.probes:
-            if self.round.results[probe.index] is None:
-                self._close(probe)
-                self.round.give_up(probe.index, probe.phase, probe.nbytes, monotonic(), grace)
+        self._give_up([probe for probe in self.probes if self.round.results[probe.index] is None])
+
+    def _give_up(self, probes):
+        # The graces before give_up() counts the stragglers as settled (and so changes them).
+        graces = [self.round.grace_in_force(probe.index) for probe in probes]
+        for probe, grace in zip(probes, graces):
+            self._close(probe)
+            self.round.give_up(probe.index, probe.phase, probe.nbytes, monotonic(), grace)
 
 
 def probe_pool(entries, timeout_ms, straggler=True):

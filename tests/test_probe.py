@@ -8,6 +8,7 @@ be Down with a reason, and never raise.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -243,6 +244,25 @@ def test_three_fast_and_one_stalled_take_the_grace_not_the_deadline(serve):
     expected = slowest / 1000 + probe.grace_ms(slowest) / 1000
     assert t.seconds >= probe.GRACE_MIN_MS / 1000
     assert t.seconds < expected + SLACK
+
+
+def test_a_server_that_never_takes_the_connection_gets_the_short_grace(serve):
+    # A full accept queue makes the kernel drop the SYN: the connect hangs as to a powered-off host.
+    unreachable = socket.socket()
+    unreachable.bind(("127.0.0.1", 0))
+    unreachable.listen(0)
+    filler = socket.create_connection(unreachable.getsockname())
+    try:
+        fast = [serve(send(document())) for _ in range(3)]
+        pool = [*(entry(s) for s in fast), entry(unreachable.getsockname()[1])]
+        with Elapsed() as t:
+            results = probe_pool(pool, 5000)
+        assert all(r.stats is not None for r in results[:3])
+        assert "75 ms after the last answer, while connecting" in results[3].error
+        assert t.seconds < probe.GRACE_MIN_MS / 1000  # not a live server's 250 ms
+    finally:
+        filler.close()
+        unreachable.close()
 
 
 def test_grace_rule_values():

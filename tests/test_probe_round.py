@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fakeservers import document, send
 
+from get_hosts import probe
 from get_hosts.probe import (
     CONNECTING,
     GRACE_MAX_MS,
@@ -66,6 +67,8 @@ def pool(n):
 def test_a_round_follows_its_events_on_a_fake_clock():
     round_ = ProbeRound(pool(4), start=100.0, timeout_ms=1000)
     assert (round_.pending, round_.cutoff) == (4, 101.0)
+    for index in range(3):
+        round_.connected(index)
     round_.failed(3, "connect failed: Connection refused", now=100.001)
     assert round_.cutoff == 101.0  # a refusal is no answer: still the deadline
     round_.answered(0, "stats0", now=100.010)
@@ -74,8 +77,8 @@ def test_a_round_follows_its_events_on_a_fake_clock():
     assert round_.cutoff == pytest.approx(100.260)
     round_.answered(1, "stats1", now=100.070)
     assert round_.cutoff == pytest.approx(100.070 + 0.280)  # 4 x 70 ms
-    assert round_.grace_in_force() == pytest.approx(280)
-    round_.give_up(2, READING, 12, now=100.350, grace=round_.grace_in_force())
+    assert round_.grace_in_force(2) == pytest.approx(280)
+    round_.give_up(2, READING, 12, now=100.350, grace=round_.grace_in_force(2))
     results = round_.results
     assert [r.stats for r in results] == ["stats0", "stats1", None, None]
     assert results[0].response_ms == pytest.approx(10) and results[1].response_ms == pytest.approx(70)
@@ -90,8 +93,8 @@ def test_without_the_straggler_rule_a_slow_server_gets_the_whole_deadline():
     round_ = ProbeRound(pool(3), start=0.0, timeout_ms=2000, straggler=False)
     round_.answered(0, "a", now=0.001)
     round_.answered(1, "b", now=0.002)
-    assert round_.cutoff == 2.0 and round_.grace_in_force() is None
-    round_.give_up(2, CONNECTING, 0, now=2.0, grace=round_.grace_in_force())
+    assert round_.cutoff == 2.0 and round_.grace_in_force(2) is None
+    round_.give_up(2, CONNECTING, 0, now=2.0, grace=round_.grace_in_force(2))
     assert round_.results[2].error == "timed out after 2000 ms while connecting"
 
 
@@ -100,6 +103,8 @@ def test_a_busy_server_answering_after_its_idle_peers_is_waited_for():
     # 200 ms more (a daemon that samples before its first answer, on a
     # loaded machine: see GRACE_MIN_MS). 4 x 5 ms would have given it 75 ms.
     round_ = ProbeRound(pool(4), start=0.0, timeout_ms=1000)
+    for index in range(4):
+        round_.connected(index)
     for index in range(3):
         round_.answered(index, f"idle{index}", now=0.005)
     assert round_.cutoff == pytest.approx(0.255)
@@ -129,3 +134,31 @@ def test_a_pool_larger_than_the_open_file_limit_is_probed_in_waves(serve):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "60 []"
+
+
+def test_a_server_that_never_took_the_connection_gets_the_short_floor():
+    # Powered off: no SYN-ACK. A live host accepts in well under a millisecond on a LAN,
+    # so 75 ms after the peers answered it is not there; one that took the connection
+    # (alive, maybe busy) keeps the 250 ms floor.
+    round_ = ProbeRound(pool(4), start=0.0, timeout_ms=1000)
+    for index in (0, 1, 2):
+        round_.connected(index)
+    round_.answered(0, "a", now=0.005)
+    round_.answered(1, "b", now=0.005)
+    assert round_.cutoff_for(3) == pytest.approx(0.080)  # unreached: 75 ms
+    assert round_.cutoff_for(2) == pytest.approx(0.255)  # reached, silent so far: 250 ms
+    assert round_.cutoff == pytest.approx(0.080)
+    assert (round_.grace_in_force(3), round_.grace_in_force(2)) == (75, 250)
+    round_.give_up(3, CONNECTING, 0, now=0.080, grace=round_.grace_in_force(3))
+    assert round_.cutoff == pytest.approx(0.255)  # only the reached one is left
+    assert round_.results[3].error.startswith("no answer within the straggler grace: gave up at 80 ms, 75 ms after")
+    round_.answered(2, "c", now=0.200)
+    assert round_.pending == 0 and round_.pending_reached == 0
+
+
+@pytest.mark.parametrize(
+    ("floor_ms", "expected"),
+    [(probe.GRACE_MIN_MS, 0.255), (probe.GRACE_UNREACHED_MIN_MS, 0.080)],
+)
+def test_straggler_cutoff_floor(floor_ms, expected):
+    assert straggler_cutoff(0.005, 5.0, 0.005, DEADLINE, floor_ms) == pytest.approx(expected)
