@@ -145,7 +145,7 @@ def _run(options, settings):
     if options.json:
         text = report.status_json(decision.choice, settings.algorithm, probe_ms, key_source)
     elif options.status:
-        text = report.status_table(decision.choice)
+        text = report.status_table(decision.choice, settings.port)
     else:
         order = _put_last(decision.choice.order, failed, lambda result: result.entry.name)
         _emit_hosts(options, explain, settings, report.host_line(order).split(), failed)
