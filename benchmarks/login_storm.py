@@ -56,7 +56,9 @@ ltsp_server_advertise.rating. Only time, servers and clients are simulated:
 Printed per algorithm: max utilization / ideal (ideal = every server equally
 full), spread (max - min utilization), sessions placed over capacity, and for
 the mid-storm events the logins still sent to the server after it died or
-was drained. For mac-hash: the share of clients moved when a server leaves
+was drained; through a balancer, the healthy servers its outlier ejection
+took out (false evidence), after the balancer table and the broken-server
+table. For mac-hash: the share of clients moved when a server leaves
 or joins, next to hash-mod-N.
 
 Usage: python benchmarks/login_storm.py [--seed N] [--quick] [--strict] [--jobs N] [--broken]
@@ -407,9 +409,14 @@ class BalancerRun:
         self.servers = servers  # the simulation's list: a server that joins later is not in SERVERS
         self.configured = list(servers)
         entries = [server.entry for server in self.configured]
+        self.ejections = {}  # host -> ejections, every replica's (the balancer's own counter)
         self.pools = [
             policy.pool_class(
-                entries, random.Random(seed * 1000 + 10 + n), BALANCER_LIMITS, BALANCER_DEFAULTS.login_window_seconds
+                entries,
+                random.Random(seed * 1000 + 10 + n),
+                BALANCER_LIMITS,
+                BALANCER_DEFAULTS.login_window_seconds,
+                ejections=self.ejections,
             )
             for n in range(policy.replicas)
         ]
@@ -464,14 +471,15 @@ def x2go_polled_policy(servers, now, rng, client_key, snapshot):
 
 Outcome = namedtuple(
     "Outcome",
-    "max_over_ideal spread over_capacity after_event failed_logins before_poll failed_twice even_share",
-    defaults=(None, None),
+    "max_over_ideal spread over_capacity after_event failed_logins before_poll failed_twice even_share healthy_ejected",
+    defaults=(None, None, None),
 )
 Outcome.__doc__ = """after_event: logins sent to the dead or drained server by a chooser that could know
 (probing at login: after the event; polling: after its next poll). before_poll: those sent between the
 event and that poll. Both None without such an event. failed_logins: failed attempts. With a broken
 server: failed_twice, the people whose retry failed too; even_share, its share of the logins by capacity
-(max_over_ideal and the rest: the logins that succeeded, on the other servers)."""
+(max_over_ideal and the rest: the logins that succeeded, on the other servers). healthy_ejected: through a
+balancer, the ejections (every replica's) of servers whose login service works: false evidence."""
 
 
 Daemon = namedtuple("Daemon", "sample_seconds counts_logins_in_progress counts_closed_logins", defaults=(True,))
@@ -630,6 +638,9 @@ def simulate(scenario, policy, seed, daemon=DAEMON):
     outcome = Outcome(
         max(utilizations) / ideal, max(utilizations) - min(utilizations), over, after_event, failed, before_poll
     )
+    if balancer is not None:
+        healthy = {s.entry.host for s in servers if broken is None or s is not broken.server}
+        outcome = outcome._replace(healthy_ejected=sum(n for host, n in balancer.ejections.items() if host in healthy))
     if broken is None:
         return outcome
     even_share = scenario.logins * broken.server.capacity / sum(s.capacity for s in servers)
@@ -832,7 +843,18 @@ def print_balancer(seeds, outcomes):
                 line += f" {before:>10d} / {after}"
             print(line)
             figures[(name, label)] = (worst, mean, over, after)
+    print_false_ejections(BALANCER_SCENARIOS, [(label, p.label) for label, p in BALANCER_ROWS], seeds, outcomes)
     return figures
+
+
+def print_false_ejections(scenarios, rows, seeds, outcomes):
+    """Healthy servers the balancer ejected (every replica's ejections; the worst of SEEDS) per scenario."""
+    print("\nhealthy servers ejected by the balancer (false evidence: every replica's ejections, the worst seed), in")
+    print("  " + " / ".join(scenarios))
+    for label, policy_label in rows:
+        if isinstance(POLICIES[policy_label], BalancerPolicy):
+            runs = [[outcomes[(name, policy_label, n, "as shipped")] for n in seeds] for name in scenarios]
+            print(f"{label:<46} " + " / ".join(str(max(o.healthy_ejected for o in r)) for r in runs))
 
 
 def broken_limit(scenario, through_balancer, even_share):
@@ -866,6 +888,7 @@ def print_broken(seeds, outcomes):
                 line = f"{scenario.name}, {label}: failed {max(failed)} <= {limit:.4g}, twice {twice}"
                 verdicts.append(f"{line}: {verdict}")
         print(f"{'(the broken server: its even share)':<46} {even_share:>12.1f}")
+    print_false_ejections([s.name for s in BROKEN_SCENARIOS], [row[:2] for row in BROKEN_ROWS], seeds, outcomes)
     return verdicts
 
 

@@ -20,6 +20,25 @@ Rules (docs/placement.md, "A broken server", says why these figures):
   one other login was confirmed. So a storm where everyone logs in at once
   ejects after 4, a room of greeters nobody uses (LDM asks for a host before
   anyone types) after a hundred or more, and a whole site that is slow never.
+- **Evidence 1 is a lone balancer's.** An unconfirmed login is evidence
+  only if its person logged in nowhere, which only a balancer that hands
+  out every login of the pool can tell. Two guards, both from pool.py's
+  figures (``others_share``, ``unexplained``):
+  - When the share estimate says other balancers hand out logins we never
+    see (``share_scale`` above 1: replicas each asked by some clients),
+    which of our logins became sessions is itself an estimate (each
+    server's growth is split by it), so expiries prove nothing: no
+    ejection from them; failure reports still eject.
+  - Sessions the pool gained that none of our logins explains (a server's
+    growth beyond the logins of ours it settled) are people someone else
+    sent: another replica's answer taken instead of ours (get_hosts asks
+    every LB_BALANCER at once and uses the first answer, so each replica
+    counts logins that are never used, and the share estimate stays 1),
+    a login from outside. Each one may be one of the streak's people, so
+    it cancels one of its expiries: ``n`` above is the streak less the
+    unexplained sessions since a login window before its first login
+    (settling pairs sessions with logins by count only, up to a login
+    window apart). Alone, none appear and nothing changes.
 - **Evidence 2: failure reports.** ``failed=HOST`` on /v1/hosts is one
   client's word that its last login there did not last. Clients are told
   apart by peer address; REPORTERS distinct ones within REPORT_WINDOW_SECONDS
@@ -63,7 +82,8 @@ MAX_EJECTION_SECONDS = 300.0
 EJECTION_MEMORY_SECONDS = 3600.0  # ejections counted for the growth (and shown: "in the last hour")
 TRIAL_SECONDS = 10.0  # half-open: at most one login this often
 MAX_OUT_SHARE = 0.5  # of the usable pool
-# Outcomes of the pool's logins (confirmed, expired) in buckets, for the rest of the pool's success rate.
+# Outcomes of the pool's logins (confirmed, expired) and the sessions none of ours explains, in buckets: the rest
+# of the pool's success rate, and who else hands out logins.
 BUCKET_SECONDS = 5.0
 OUTCOME_MEMORY_SECONDS = 600.0
 TRIAL_PEERS = 8  # clients of recent trial logins remembered per half-open server
@@ -109,32 +129,35 @@ class Health:
 
 
 class Outcomes:
-    """Confirmed and expired logins of the whole pool, in buckets of BUCKET_SECONDS (bounded)."""
+    """The whole pool's confirmed and expired logins, and its unexplained sessions, in buckets of BUCKET_SECONDS."""
 
     def __init__(self):
-        self.buckets = deque()  # [bucket number, confirmed, expired]
+        self.buckets = deque()  # [bucket number, confirmed, expired, unexplained] (bounded)
 
-    def add(self, now, confirmed=0, expired=0):
+    def add(self, now, confirmed=0, expired=0, unexplained=0.0):
         number = int(now // BUCKET_SECONDS)
         buckets = self.buckets
         if not buckets or buckets[-1][0] != number:
-            buckets.append([number, 0, 0])
+            buckets.append([number, 0, 0, 0.0])
             oldest = number - OUTCOME_MEMORY_SECONDS / BUCKET_SECONDS
             while buckets[0][0] < oldest:
                 buckets.popleft()
         buckets[-1][1] += confirmed
         buckets[-1][2] += expired
+        buckets[-1][3] += unexplained
 
     def since(self, start):
-        """(confirmed, expired) in the buckets from START's on."""
+        """(confirmed, expired, unexplained) in the buckets from START's on."""
         first = int(start // BUCKET_SECONDS)
         confirmed = expired = 0
-        for number, c, e in reversed(self.buckets):
+        unexplained = 0.0
+        for number, c, e, u in reversed(self.buckets):
             if number < first:
                 break
             confirmed += c
             expired += e
-        return confirmed, expired
+            unexplained += u
+        return confirmed, expired, unexplained
 
 
 Z_95 = 1.645  # one-sided 95 %
@@ -165,6 +188,7 @@ class Outliers:
         self.counter = counter if counter is not None else {}
         self.out = set()  # indexes not SERVING (pool.py checks it on every ranking)
         self.usable_count = 0
+        self.others_share = False  # pool.py: the share estimate says other balancers hand out logins too
         self.next_change = NEVER  # the earliest time tick() has something to do
 
     # --- what the pool tells us ------------------------------------------------------------
@@ -178,6 +202,11 @@ class Outliers:
     def sessions_fell(self, index, now):
         """A poll saw the server's sessions fall: its pending logins can no longer be told apart."""
         self.health[index].fell_at = now
+
+    def unexplained(self, sessions, now):
+        """The pool gained SESSIONS (a float: a share) that none of our logins explains: someone else's logins."""
+        if sessions > 0:
+            self.outcomes.add(now, unexplained=sessions)
 
     def confirmed(self, index, count, now):
         """COUNT logins handed to the server became sessions. True when that restored it."""
@@ -210,18 +239,27 @@ class Outliers:
         if health.streak_from is None:
             health.streak_from = min(conclusive)
         health.streak += len(conclusive)
-        n = health.streak
-        confirmed, expired = self.outcomes.since(health.streak_from)
-        expired = max(0, expired - n)  # the rest of the pool's
+        if self.others_share:
+            return False  # which of our logins became sessions is an estimate: no evidence (the rules)
+        streak = health.streak
+        confirmed, expired, _unexplained = self.outcomes.since(health.streak_from)
+        expired = max(0, expired - streak)  # the rest of the pool's
+        # Each session someone else's login explains may be one of the streak's people (the rules).
+        unexplained = self.outcomes.since(health.streak_from - self.login_window_seconds)[2]
+        n = streak - math.floor(unexplained)
+        if n <= 0:
+            return False
         doubt = (1.0 - success_rate_low(confirmed, confirmed + expired)) ** n
         window = f"{self.login_window_seconds:g} s"
         others = f"while {confirmed} of {confirmed + expired} logins elsewhere did"
+        if n < streak:
+            others += f", less {streak - n} sessions that came from no login of ours"
         if health.mode == HALF_OPEN:
             if confirmed and doubt <= HALF_OPEN_ALPHA:
-                return self._eject(index, now, f"{n} trial logins never became sessions within {window} {others}")
+                return self._eject(index, now, f"{streak} trial logins never became sessions within {window} {others}")
             return False
         if n >= MIN_UNCONFIRMED and confirmed and doubt <= UNCONFIRMED_ALPHA:
-            evidence = f"{n} logins in a row never became sessions within {window} {others}"
+            evidence = f"{streak} logins in a row never became sessions within {window} {others}"
             return self._eject(index, now, evidence)
         return False
 

@@ -39,8 +39,11 @@ Rules (docs/placement.md measures them):
   does not know are ignored (never contacted: the balancer polls only its
   own SERVERS).
 - **Outliers** (ejection.py decides): each poll tells it which logins became
-  sessions, which expired and whose sessions fell; /v1/hosts' ``failed=``
-  reports go to it too. A server it ejects is Failing, in a tier of its own
+  sessions, which expired and whose sessions fell, and the sessions none of
+  our logins explains (a server's growth beyond the logins of ours it
+  settled: someone else's logins); the share estimate tells it whether
+  other balancers hand out logins too. /v1/hosts' ``failed=`` reports go
+  to it too. A server it ejects is Failing, in a tier of its own
   (EJECTED) named only when no other server of the request is usable: a
   login screen is never left without a host while any server is usable.
   A half-open server is ranked as usual while its trial slot is free.
@@ -140,16 +143,22 @@ class Pool:
         self._estimate_share(results, now)
         outliers = self.outliers
         outliers.tick(now)
+        unexplained = 0.0
         for index, (server, result) in enumerate(zip(self.servers, results)):
             old, new = server.stats, result.stats
-            if old is not None and new is not None and (new.sessions or 0) < (old.sessions or 0):
+            grown = 0 if old is None or new is None else (new.sessions or 0) - (old.sessions or 0)
+            if grown < 0:
                 outliers.sessions_fell(index, now)
             confirmed = self._settle_pending(server, result, now)
             if confirmed:
                 outliers.confirmed(index, confirmed, now)
+            if grown > 0:
+                # Growth beyond our share of it: people someone else sent (see the rules).
+                unexplained += grown - min(confirmed, grown / self.share_scale)
             server.result = result
             stats = result.stats
             server.taken_at = None if stats is None else now - stats.sample_age_ms / 1000.0
+        outliers.unexplained(unexplained, now)
         self.polled_at = now
         self.rerank(now)
 
@@ -173,6 +182,7 @@ class Pool:
         if own >= MIN_OWN_FOR_SHARE:
             ratio = sum(grown for _when, grown in list(growth)[1:]) / own
             self.share_scale = min(MAX_SHARE_SCALE, ratio) if ratio >= ALONE_BELOW else 1.0
+            self.outliers.others_share = self.share_scale > 1.0
 
     def _settle_pending(self, server, result, now):
         """Drop the pending logins the new document shows: how many (they became sessions)."""

@@ -199,11 +199,26 @@ class Site:
 
     A login handed to a working server becomes a session DELAY s later (ssh, then the desktop); one handed
     to a BROKEN server never does. Polls every POLL s, each sample fresh. ``uses`` (rng -> bool) says
-    whether a login handed out is used at all (a greeter nobody sits at).
+    whether a login handed out is used at all (a greeter nobody sits at). Other balancers: OTHERS logins
+    of theirs (other people) for each of ours, on working servers at random (a broken one is out there:
+    their own clients reported it); ELSEWHERE, the chance that our client takes another replica's answer
+    (get_hosts asks them all), a host of our answer at random: that replica saw other figures.
     """
 
-    def __init__(self, hosts="a b c d", broken=(), delay=4.0, poll=2.0, capacity=100.0, sessions=0, seed=1):
+    def __init__(
+        self,
+        hosts="a b c d",
+        broken=(),
+        delay=4.0,
+        poll=2.0,
+        capacity=100.0,
+        sessions=0,
+        seed=1,
+        others=0,
+        elsewhere=0.0,
+    ):
         self.pool = Pool(entries(*hosts.split()), random.Random(seed), login_window_seconds=30)
+        self.others, self.elsewhere = others, elsewhere
         self.names = hosts.split()
         self.broken = {self.names.index(host) for host in broken}
         self.delay, self.poll_seconds, self.capacity = delay, poll, capacity
@@ -229,8 +244,15 @@ class Site:
 
     def login(self, peer=None, uses=True, among=None):
         order = self.pool.choose(self.now, among=among, peer=peer)
-        if order and uses and order[0] not in self.broken:
-            self.arriving.append((self.now + self.delay, order[0]))
+        if order and uses:
+            lands = order[0]
+            if self.elsewhere and self.rng.random() < self.elsewhere:
+                lands = self.rng.choice(order)
+            if lands not in self.broken:
+                self.arriving.append((self.now + self.delay, lands))
+        working = [index for index in range(len(self.names)) if index not in self.broken]
+        for _ in range(self.others):
+            self.arriving.append((self.now + self.delay, self.rng.choice(working)))
         return order
 
     def run(self, seconds, per_second=0.0, uses=lambda rng: True):
@@ -300,6 +322,80 @@ def test_people_logging_out_hide_logins_so_those_expiries_are_no_evidence(caplog
     firsts = site.run(75, per_second=2)
     assert firsts.count("b") > 40
     assert not site.pool.outliers.out and not ejection_lines(caplog)
+
+
+# The same healthy pool for both: 10 servers, 10 logins a second for 30 s, each seen 1 s after the hand-out,
+# every client asking 3 replicas and taking another one's answer 2 times in 3.
+ASK_ALL = dict(hosts=" ".join(f"s{i}" for i in range(10)), delay=1.0, elsewhere=2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("case", "site", "ejected"),
+    [
+        # Alone: b's unconfirmed logins eject it, as ever.
+        ("alone, b broken", dict(broken=["b"]), "b"),
+        # Two other balancers' clients, twice ours: the share estimate says about 3, b's expiries prove nothing.
+        ("three balancers, b broken", dict(broken=["b"], others=2), ""),
+        # Every client asks 3 replicas: the pool grows by our hand-outs (share 1), but a third of them only
+        # are used; the sessions that came from no login of ours cancel the expiries.
+        ("every client asks 3 replicas, healthy", ASK_ALL, ""),
+    ],
+)
+def test_unconfirmed_logins_eject_only_a_balancer_alone_and_reports_eject_beside_others(caplog, case, site, ejected):
+    site = Site(**site)
+    many = len(site.names) > 4
+    site.run(30 if many else 120, per_second=10 if many else 2)
+    alone = not site.pool.outliers.others_share
+    assert alone == (site.pool.share_scale == 1.0) and alone == ("three" not in case), case
+    site.run(40)  # the last logins expire
+    assert sorted(site.names[i] for i in site.pool.outliers.out) == ejected.split(), case
+    assert {line.split()[1] for line in ejection_lines(caplog)} == set(ejected.split()), case
+    if ejected:
+        return
+    # Beside other balancers the clients' reports still eject: two of them, as alone.
+    site.pool.report([1], "10.0.0.1", site.now)
+    site.pool.report([1], "10.0.0.2", site.now)
+    assert site.pool.outliers.health[1].mode == "ejected", case
+    (line,) = ejection_lines(caplog)
+    assert line.endswith("2 clients reported their login there failed within 60 s"), case
+
+
+def test_without_counting_others_sessions_a_replica_asked_by_every_client_ejects_healthy_servers(caplog):
+    # What the unexplained sessions are for: the healthy pool above, the balancer blind to them.
+    site = Site(**ASK_ALL)
+    site.pool.outliers.unexplained = lambda sessions, now: None
+    site.run(30, per_second=10)
+    site.run(40)
+    assert site.pool.outliers.out
+    assert "never became sessions" in ejection_lines(caplog)[0]
+
+
+def test_each_session_from_no_login_of_ours_cancels_one_expiry_and_others_share_cancels_them_all(caplog):
+    from ltsp_loadbalancer.ejection import Outliers
+
+    def run(unexplained, others_share=False):
+        outliers = Outliers(["a", "b", "c"])
+        for index in range(3):
+            outliers.set_usable(index, True)
+        outliers.others_share = others_share
+        outliers.confirmed(0, 200, now=1.0)
+        outliers.unexplained(unexplained, now=1.0)
+        return [outliers.expired(1, [t], now=31.0 + t) for t in (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)]
+
+    # Alone, the 3rd expiry in a row ejects (200 of 200 confirmed elsewhere); 2.9 sessions cancel 2.
+    assert run(0.0) == [False, False, True, False, False, False]
+    assert run(2.9) == [False, False, False, False, True, False]
+    assert run(6.0) == [False] * 6
+    assert run(0.0, others_share=True) == [False] * 6
+    lines = ejection_lines(caplog)
+    assert len(lines) == 2
+    assert lines[0].endswith(
+        "3 logins in a row never became sessions within 30 s while 200 of 200 logins elsewhere did"
+    )
+    assert lines[1].endswith(
+        "5 logins in a row never became sessions within 30 s while 200 of 200 logins elsewhere did, "
+        "less 2 sessions that came from no login of ours"
+    )
 
 
 def report(outliers, index, peers, now):
