@@ -143,3 +143,17 @@ class Lan:
         """Namespaces or links in the root namespace still carrying our tag."""
         names = ip("netns", "list").stdout + ip("link").stdout
         return [line for line in names.splitlines() if self.tag in line]
+
+
+def idle_daemon_command(idle_loadavg, conf, address, *extra_args):
+    """ltsp-server-advertise on ADDRESS:377 with config CONF, reading IDLE_LOADAVG as /proc/loadavg.
+
+    The namespaces share one machine's load, so each daemon reads an idle load
+    average instead (bound in the daemon's own mount namespace by ``ip netns
+    exec``): its capacity then follows its WEIGHT alone.
+    """
+    import sys
+
+    command = ["sh", "-c", 'mount --bind "$0" /proc/loadavg && exec "$@"', str(idle_loadavg)]
+    command += [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf)]
+    return [*command, "--listen", f"{address}:377", *extra_args]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 from machine import netns_skip_reason
-from netns import Lan
+from netns import Lan, idle_daemon_command
 
 pytestmark = [
     pytest.mark.skipif(netns_skip_reason() is not None, reason=netns_skip_reason() or ""),
@@ -70,10 +70,7 @@ def build_site(conf_dir, broken_mode):
     for label, (address, weight) in SERVERS.items():
         conf = conf_dir / f"{label}.conf"
         conf.write_text(f"WEIGHT = {weight}\n", encoding="utf-8")
-        command = ["sh", "-c", 'mount --bind "$0" /proc/loadavg && exec "$@"', str(idle_loadavg)]
-        command += [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf)]
-        command += ["--listen", f"{address}:377"]
-        daemons[label] = lan.start(hosts[label], command, env=env)
+        daemons[label] = lan.start(hosts[label], idle_daemon_command(idle_loadavg, conf, address), env=env)
         if label != BROKEN:
             lan.start(hosts[label], [sys.executable, str(TESTS / "ssh_holder.py"), address], env=env)
         elif broken_mode == "closing":

@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pytest
 from machine import netns_skip_reason
-from netns import Lan, ip
+from netns import Lan, idle_daemon_command, ip
 
 pytestmark = pytest.mark.skipif(netns_skip_reason() is not None, reason=netns_skip_reason() or "")
 
@@ -159,11 +159,8 @@ def pool():
         for label, (address, weight) in SERVERS.items():
             conf = conf_dir / f"{label}.conf"
             write_conf(conf, "ready", weight)
-            # sh binds the idle load average in this process's own mount namespace, then execs the daemon.
-            command = ["sh", "-c", 'mount --bind "$0" /proc/loadavg && exec "$@"', str(idle_loadavg)]
-            command += [sys.executable, "-m", "ltsp_server_advertise.cli", "--config", str(conf)]
             # No sshd in these namespaces: the daemons' login-service check is off (test_broken_server_storm has it on).
-            command += ["--listen", f"{address}:377", "--ssh-port", "0"]
+            command = idle_daemon_command(idle_loadavg, conf, address, "--ssh-port", "0")
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT)}
             daemons[label] = lan.start(hosts[label], command, env=env)
         for label, daemon in daemons.items():
