@@ -15,6 +15,11 @@ interpreter start-up (`python -c pass`, measured in the same run):
   their SYNs go unanswered, as for a machine switched off. Not root: the row
   says so and is skipped.
 
+With --balancer, two more rows: the 30 live servers through the real
+ltsp-loadbalancer (polling them; LB_BALANCER set), with the balancer's own
+choice and with LB_ALGORITHM=mac-hash (get_hosts looks up its MAC and sends
+it; the balancer hashes on it). Same target as the live row.
+
 Beside each, LDM's way: every server probed one after the other with a 5 s
 timeout per host (LDM runs `nc -w 5` per host). The live row is measured here
 in-process (connect and read to EOF, no fork of nc: a lower bound); for the
@@ -25,7 +30,7 @@ the connection gets GRACE_UNREACHED_MIN_MS, 75 ms), stalled <= +300 ms (one
 that took it gets at least GRACE_MIN_MS, 250 ms: get_hosts/probe.py).
 --strict exits 1 when one is missed.
 
-    .venv/bin/python benchmarks/probe_latency.py [--runs 7] [--strict]
+    .venv/bin/python benchmarks/probe_latency.py [--runs 7] [--strict] [--balancer]
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ STALLED_HOSTS = [f"127.0.3.{i}" for i in range(1, DEAD + 1)]
 OFF_NET, OFF_BRIDGE_IP = "198.18.30", "198.18.30.1"
 OFF_HOSTS = [f"{OFF_NET}.{i}" for i in range(10, 10 + DEAD)]
 LDM_TIMEOUT_S = 5.0
-TARGETS_MS = {"live": 50, "stalled": 300, "off": 150}
+TARGETS_MS = {"live": 50, "stalled": 300, "off": 150, "balancer": 50, "balancer-mac": 50}
 
 
 def free_port(host):
@@ -90,7 +95,8 @@ def start_daemon(addresses, workdir):
         return None
     config = os.path.join(workdir, "advertise.conf")
     with open(config, "w") as f:
-        f.write("STATE = ready\n")
+        # No sshd on this machine: the login-service check is off, or every server would be Failing.
+        f.write("STATE = ready\nSSH_PORT = 0\n")
     command = [sys.executable, "-c", "import sys; from ltsp_server_advertise.cli import main; sys.exit(main())"]
     command += ["--config", config]
     for host, port in addresses:
@@ -146,6 +152,31 @@ class Listeners:
         self.thread.join()
         for sock in self.socks + self.held:
             sock.close()
+
+
+def start_balancer(addresses, workdir):
+    """The real ltsp-loadbalancer polling ADDRESSES: (process, its host:port), or None when it does not start."""
+    config = os.path.join(workdir, "balancer.conf")
+    with open(config, "w") as f:
+        f.write("SERVERS = " + " ".join(f"{h}:{p}" for h, p in addresses) + "\nPOLL_SECONDS = 1\n")
+    port = free_port("127.0.0.1")
+    command = [sys.executable, "-m", "ltsp_loadbalancer", "--config", config, "--listen", f"127.0.0.1:{port}"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    balancer = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and balancer.poll() is None:
+        try:
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/pool", timeout=2) as response:
+                if json.loads(response.read())["polls"] >= 2:
+                    return balancer, f"127.0.0.1:{port}"
+        except OSError:
+            pass
+        time.sleep(0.2)
+    balancer.kill()
+    print("note: the balancer did not start")
+    return None
 
 
 # --- powered-off hosts -------------------------------------------------------------
@@ -251,6 +282,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="runs per row, median reported (default 7)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument(
+        "--balancer", action="store_true", help="also the 30 live servers through a real ltsp-loadbalancer"
+    )
     args = parser.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="probe_latency.")
@@ -296,6 +330,17 @@ def main():
             "stalled": " ".join(map(word, live + stalled)),
             "off": " ".join([*map(word, live), *(f"{h}:377" for h in OFF_HOSTS)]),
         }
+        cases = [("live", "30 live"), ("stalled", "30 live + 5 stalled"), ("off", "30 live + 5 powered off")]
+        extra_env = {}
+        if args.balancer:
+            started = start_balancer(live, workdir)
+            if started is not None:
+                process, address = started
+                cleanups.append(lambda: (process.terminate(), process.wait(10)))
+                pools["balancer"] = pools["balancer-mac"] = pools["live"]
+                extra_env["balancer"] = {"LB_BALANCER": address}
+                extra_env["balancer-mac"] = {"LB_BALANCER": address, "LB_ALGORITHM": "mac-hash"}
+                cases += [("balancer", "30 live via balancer"), ("balancer-mac", "  the same, mac-hash")]
         base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, "LTS_CONF": lts_conf}
         base_env["LB_RETRY_SECONDS"] = "0"  # each run a first login
         command = [sys.executable, "-m", "get_hosts"]
@@ -304,15 +349,19 @@ def main():
         rows = []
         ldm_live, _ = median_ms([sys.executable, "-c", SEQUENTIAL, *map(word, live)], base_env, args.runs)
         ldm_live -= bare_ms
-        for key, label in (("live", "30 live"), ("stalled", "30 live + 5 stalled"), ("off", "30 live + 5 powered off")):
+        for key, label in cases:
             if key == "off" and off_note:
                 rows.append((label, None, TARGETS_MS[key], None, off_note))
                 continue
-            env = dict(base_env, LB_SERVERS=pools[key])
+            env = dict(base_env, LB_SERVERS=pools[key], **extra_env.get(key, {}))
             timed_run(command, env)  # warm the page cache and the daemon's sample
             ms, out = median_ms(command, env, args.runs)
             check_output(label, out, [h for h, _ in live])
-            if key == "live":
+            if key.startswith("balancer"):
+                explained = subprocess.run([*command, "--explain"], env=env, capture_output=True, timeout=60)
+                if b"answered in" not in explained.stderr:
+                    print(f"warning: {label}: the balancer did not answer; the row measures get_hosts probing")
+            if key in ("live", "balancer", "balancer-mac"):
                 ldm_ms, how = ldm_live, "measured: one process, sequential, no nc fork"
             else:
                 ldm_ms, how = ldm_live + DEAD * LDM_TIMEOUT_S * 1000, f"live + {DEAD} x {LDM_TIMEOUT_S:g} s, computed"
