@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from fakeservers import FakeServer
 from services import Daemon
+from sites import RealPool
+from sshsite import Site, generate_host_keys
 
 
 @pytest.fixture
@@ -51,3 +53,36 @@ def daemons():
         if daemon.proc.poll() is None:
             daemon.proc.kill()
             daemon.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def shared_pool():
+    """One sites.RealPool for the tests of a module that only read it (counts may grow between tests)."""
+    with RealPool() as pool:
+        yield pool
+
+
+@pytest.fixture
+def real_pool():
+    """A sites.RealPool of the test's own, for tests that change it (drain by SIGHUP, a reload)."""
+    with RealPool() as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def own_keys(tmp_path_factory):
+    """Host keys standing in for this LTSP server's /etc/ssh (ltsp-update-sshkeys' tests)."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("ssh-keygen missing (apt-get install openssh-client)")
+    directory = tmp_path_factory.mktemp("own_etc_ssh")
+    return directory, generate_host_keys(directory)
+
+
+@pytest.fixture
+def site(tmp_path, own_keys):
+    """A base with chroots, a cache path and an empty extraservers file, all in tmp_path."""
+    base = tmp_path / "opt_ltsp"
+    for chroot in ("amd64", "i386"):
+        (base / chroot / "etc" / "ssh").mkdir(parents=True)
+    (tmp_path / "extraservers").write_text("")
+    return Site(tmp_path, base, own_keys[0], own_keys[1])

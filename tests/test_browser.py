@@ -1,6 +1,6 @@
 """The status page in a real browser: headless Chromium driven by selenium, as an admin looks at it.
 
-A real balancer polls real daemons (tests/test_statuspage.py's RealPool:
+A real balancer polls real daemons (tests/sites.py's RealPool:
 one ready, one drained, one with WEIGHT = 200, one address where nothing
 listens). The tests read what a person sees: the rows, the state words and
 their colours, the widths of the bars as drawn, the page following a drain
@@ -32,7 +32,7 @@ import tornado.httpserver
 from ltsp_loadbalancer.http import make_application
 from ltsp_loadbalancer.statuspage import STATE_CLASSES, number, server_name, spark_path
 from ltsp_loadbalancer.web import extra_routes
-from test_statuspage import HOSTILE, RealPool, crafted_pool
+from sites import HOSTILE, crafted_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -136,12 +136,6 @@ def save_screenshot(driver, tmp_path, name="status-page.png"):
     if os.environ.get("SAVE_SCREENSHOT") == "1" and name == "status-page.png":
         shutil.copyfile(path, ROOT / "docs" / "status-page.png")
     return path
-
-
-@pytest.fixture
-def real_pool():
-    with RealPool() as pool:
-        yield pool
 
 
 # --- what a person sees --------------------------------------------------------------------------------

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from fakeservers import Elapsed, document, refused_port, send, stall
+from get_hosts_run import pool, run
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,24 +28,6 @@ def lts_conf(tmp_path):
     path = tmp_path / "lts.conf"
     path.write_text("[Default]\nSCREEN_07 = ldm\n")
     return path
-
-
-def run(*args, env=None, lts_conf=None, shell=None):
-    """Run get_hosts; ENV adds to a clean environment (no LB_* or SERVER from ours)."""
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, "LANG": "C.UTF-8"}
-    # Each run a client of its own: no memory of the last run (tests/test_retry.py tests it).
-    environ["LB_RETRY_SECONDS"] = "0"
-    if lts_conf is not None:
-        environ["LTS_CONF"] = str(lts_conf)
-    environ.update(env or {})
-    command = [sys.executable, "-m", "get_hosts", *args]
-    if shell is not None:
-        command = ["sh", "-c", shell, "sh", *command]
-    return subprocess.run(command, env=environ, cwd=ROOT, capture_output=True, timeout=60)
-
-
-def pool(*servers):
-    return " ".join(s.pool_word if hasattr(s, "pool_word") else s for s in servers)
 
 
 def three_servers(serve):

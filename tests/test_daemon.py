@@ -26,49 +26,12 @@ import time
 from pathlib import Path
 
 import pytest
+from daemon_io import fetch, read_to_eof, valid, write_conf
 from ltsp_server_advertise import config as daemon_config
 from ltsp_server_advertise import server as server_module
-from lxml import etree
 from machine import ipv6_loopback_works
 
 from ltsp_lbcore import wire
-
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = etree.RelaxNG(etree.parse(str(ROOT / "docs" / "ltsp-server.rng")))
-
-
-def write_conf(conf_dir, text):
-    path = conf_dir / "advertise.conf"
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o644)
-    return path
-
-
-def read_to_eof(sock, timeout):
-    """Everything the daemon sends on an open socket until it closes (blocking, TIMEOUT s per read)."""
-    sock.setblocking(True)
-    sock.settimeout(timeout)
-    chunks = []
-    while chunk := sock.recv(65536):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def fetch(address, timeout=5.0):
-    """Connect, read to EOF: the bytes the daemon sent."""
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(address)
-        return read_to_eof(sock, timeout)
-
-
-def valid(document):
-    """Schema-valid and decodable: the ServerStats it carries."""
-    tree = etree.fromstring(document)
-    assert SCHEMA.validate(tree), SCHEMA.error_log
-    return wire.decode(document)
-
 
 # --- what it serves -------------------------------------------------------------------
 

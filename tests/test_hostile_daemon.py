@@ -15,7 +15,7 @@ import signal
 import time
 
 import pytest
-from test_daemon import fetch, valid, write_conf
+from daemon_io import fetch, valid, write_conf
 
 
 def replace_with(path, kind):

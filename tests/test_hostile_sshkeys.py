@@ -1,6 +1,6 @@
 """ltsp-update-sshkeys against hostile input: every case an attack found, and the ones that held.
 
-The real script runs as a subprocess (tests/test_sshkeys.py's Site) with a
+The real script runs as a subprocess (tests/sshsite.py's Site) with a
 fake ssh-keyscan first in PATH that records every command line it gets and
 answers with the keys a test gives it for that host, or with nothing (a
 server that does not answer). So each test sees exactly what reached a
@@ -33,19 +33,14 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import test_sshkeys
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_sshkeys import Site, own_names_written
+from sshsite import Site, own_names_written
 
 from ltsp_lbcore.hostport import ZONE_CHARS, host_problem
 from ltsp_update_sshkeys.files import MAX_KNOWN_HOSTS_BYTES
 from ltsp_update_sshkeys.keys import CACHE_HEADER
 from ltsp_update_sshkeys.names import parse_own_name, parse_server
-
-# tests/test_sshkeys.py's fixtures: this server's host keys, and a base with two chroots (amd64, i386).
-own_keys = test_sshkeys.own_keys
-site = test_sshkeys.site
 
 PROG = "ltsp-update-sshkeys"
 SILENT = "silent.example"

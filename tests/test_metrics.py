@@ -1,7 +1,7 @@
 """GET /metrics as Prometheus reads it: a real balancer polling real daemons, parsed by prometheus_client.
 
-The pool is tests/test_statuspage.py's RealPool: one ready daemon, one
-drained, one with WEIGHT = 200, one address where nothing listens. The
+The pool is tests/sites.py's RealPool (conftest's shared_pool): one ready
+daemon, one drained, one with WEIGHT = 200, one address where nothing listens. The
 exposition is parsed with prometheus_client.parser, as a scraper would.
 The collector is also fed in-process with known documents, to check
 values that real daemons on a shared machine cannot pin down.
@@ -18,18 +18,11 @@ from fakeservers import stats as fake_stats
 from ltsp_loadbalancer import config, metrics
 from ltsp_loadbalancer.balancer import Balancer
 from prometheus_client.parser import text_string_to_metric_families
-from test_statuspage import RealPool
 
 from get_hosts.probe import ProbeResult
 
 ROOT = Path(__file__).resolve().parent.parent
 LABEL_NAMES = {"server", "state", "result", "handler", "code", "version", "le"}
-
-
-@pytest.fixture(scope="module")
-def shared_pool():
-    with RealPool() as pool:
-        yield pool
 
 
 def scrape(pool, accept=None):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 from fakeservers import answer, document, http, send
-from test_cli import pool, run
+from get_hosts_run import pool, run
 
 from get_hosts import retry
 from get_hosts.retry import demote, failed_hosts, parse_state

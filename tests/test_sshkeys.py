@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from sshsite import KEY_TYPES, SCRIPT, generate_host_keys, own_names_written
 
 import ltsp_lbcore
 from ltsp_update_sshkeys.base import default_base
@@ -28,9 +28,7 @@ from ltsp_update_sshkeys.names import Server, parse_server
 from ltsp_update_sshkeys.policy import cache_keys, chroot_keys, plan_keys, silent_warning
 from ltsp_update_sshkeys.scan import KEYSCAN_SLACK_SECONDS
 
-SCRIPT = Path(__file__).resolve().parent.parent / "ltsp-update-sshkeys"
 SSHD = "/usr/sbin/sshd"
-KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 # For `ssh -o HostKeyAlgorithms=...`: which algorithm proves which key type.
 HOST_KEY_ALGORITHM = {
     "ssh-ed25519": "ssh-ed25519",
@@ -59,19 +57,6 @@ def free_loopback_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def generate_host_keys(directory):
-    """ssh_host_<type>_key(.pub) in directory; returns {key_type: blob} from the .pub files."""
-    directory.mkdir(parents=True, exist_ok=True)
-    keys = {}
-    for key_type in KEY_TYPES:
-        path = directory / f"ssh_host_{key_type}_key"
-        size = ["-b", "2048"] if key_type == "rsa" else []  # 2048 is enough for a test and fast
-        subprocess.run(["ssh-keygen", "-q", "-t", key_type, *size, "-N", "", "-C", "test", "-f", str(path)], check=True)
-        algorithm, blob = path.with_suffix(".pub").read_text().split()[:2]
-        keys[algorithm] = blob
-    return keys
 
 
 class Sshd:
@@ -142,72 +127,6 @@ def sshd_b(tmp_path_factory):
     server = Sshd(tmp_path_factory.mktemp("sshd_b"))
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def own_keys(tmp_path_factory):
-    """Host keys standing in for this LTSP server's /etc/ssh."""
-    if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen missing (apt-get install openssh-client)")
-    directory = tmp_path_factory.mktemp("own_etc_ssh")
-    return directory, generate_host_keys(directory)
-
-
-@pytest.fixture
-def site(tmp_path, own_keys):
-    """A base with chroots, a cache path and an empty extraservers file, all in tmp_path."""
-    base = tmp_path / "opt_ltsp"
-    for chroot in ("amd64", "i386"):
-        (base / chroot / "etc" / "ssh").mkdir(parents=True)
-    (tmp_path / "extraservers").write_text("")
-    return Site(tmp_path, base, own_keys[0], own_keys[1])
-
-
-class Site:
-    def __init__(self, root, base, host_keys_dir, own_keys):
-        self.root = root
-        self.base = base
-        self.host_keys_dir = host_keys_dir
-        self.own_keys = own_keys
-        self.cache = root / "ssh_known_hosts.auto"
-        self.extraservers = root / "extraservers"
-
-    def known_hosts(self, chroot="i386"):
-        return self.base / chroot / "etc" / "ssh" / "ssh_known_hosts"
-
-    def run(self, *arguments, timeout=60, env=None):
-        """The real command with this site's paths (env: extra environment); returns the CompletedProcess."""
-        command = [
-            sys.executable,
-            str(SCRIPT),
-            "--base",
-            str(self.base),
-            "--cache",
-            str(self.cache),
-            "--extraservers",
-            str(self.extraservers),
-            "--host-keys-dir",
-            str(self.host_keys_dir),
-            "--timeout",
-            "2",
-            *arguments,
-        ]
-        environment = dict(os.environ, **(env or {}))
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, env=environment)
-
-    def expected_text(self, own_names, *servers):
-        names = ",".join(own_names)
-        own = [f"{names} {algorithm} {self.own_keys[algorithm]}\n" for algorithm in sorted(self.own_keys)]
-        extra = [line for server in sorted(servers, key=lambda s: s.port) for line in server.lines()]
-        return HEADER + "".join(own) + "".join(extra)
-
-
-def own_names_written(text):
-    """The names of the own-key lines (those carrying `server`)."""
-    for line in text.splitlines():
-        if line.startswith("server,") or line.startswith("server "):
-            return line.split()[0].split(",")
-    raise AssertionError(f"no line for `server` in:\n{text}")
 
 
 def ssh_verdict(known_hosts, port, algorithm):
