@@ -73,10 +73,11 @@ def serve(args):
     from .server import Server
 
     collector = stats.StatsCollector(ssh_port=settings.ssh_port or None)
-    health = HealthMonitor(settings.ssh_port, settings.health_command, settings.health_seconds)
-    advertisement = Advertisement(collector.collect, settings, health=health)
+    advertisement = Advertisement(collector.collect, settings)
     if args.once:
-        health.check_once(settle=True)
+        advertisement.health = HealthMonitor()
+        advertisement.configure(settings)
+        advertisement.health.check_once(settle=True)
         advertisement.refresh_now()
         sys.stdout.buffer.write(advertisement.document())
         sys.stdout.flush()
@@ -91,9 +92,12 @@ def serve(args):
     check_config_readable(settings.path)
     privileges.ensure_open_files(settings.max_clients + len(sockets) + SPARE_FILE_DESCRIPTORS)
     advertisement.refresh_now()
+    # Made after the drop: whether HEALTH_COMMAND can run is asked as USER, who runs it. The server's
+    # first apply_config() configures it (one warning at start for a command that cannot run).
+    health = advertisement.health = HealthMonitor()
     server = Server(sockets, settings, advertisement, reload_config=lambda: load_config(args))
-    # The checks run as USER (a HEALTH_COMMAND too), on their own thread; a change of verdict wakes the
-    # loop so that the next document says it (documents read the verdict as they are written).
+    # The checks run on their own thread; a change of verdict wakes the loop so that the next
+    # document says it (documents read the verdict as they are written).
     health.on_change = server.wake
     health.start()
     server.install_signal_handlers()

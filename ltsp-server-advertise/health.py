@@ -217,15 +217,21 @@ def command_problem(argv):
 class HealthMonitor:
     """Runs the checks on a daemon thread; ``failing`` is the current reason, or None."""
 
-    def __init__(self, ssh_port, command, command_seconds, procfs="/proc", on_change=None):
+    def __init__(self, procfs="/proc", on_change=None):
+        """Checks nothing until configure() says what (the advertisement's configure() does, from the config)."""
         self.failing = None
         self.on_change = on_change
         self._procfs = procfs
         self._sshd = None
+        self._sshd_reason = None
+        self._command = ()
+        self._command_seconds = 10.0
+        self._command_reason = None
+        self._command_due = 0.0
+        self._command_unrunnable = False
         self._wake = threading.Event()
         self._stopped = False
         self._thread = None
-        self.configure(ssh_port, command, command_seconds)
 
     def configure(self, ssh_port, command, command_seconds):
         """New settings (start, SIGHUP); a command that cannot run is said here, at each.
@@ -236,7 +242,7 @@ class HealthMonitor:
             self._sshd = SshdWatch(ssh_port) if ssh_port else None
             self._sshd_reason = None
         command = tuple(command or ())
-        if command != getattr(self, "_command", None):
+        if command != self._command:
             self._command = command
             self._command_reason = None
             self._command_due = 0.0

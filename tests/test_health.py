@@ -153,7 +153,8 @@ def test_a_command_that_cannot_run(tmp_path):
 
 
 def test_the_monitor_never_fails_a_server_for_a_command_that_cannot_run(caplog):
-    monitor = health.HealthMonitor(0, ("/nonexistent/check",), 1)
+    monitor = health.HealthMonitor()
+    monitor.configure(0, ("/nonexistent/check",), 1)
     assert monitor.check_once() is None
     assert "cannot run" not in caplog.text or "never takes this server out" in caplog.text
     assert "HEALTH_COMMAND '/nonexistent/check': no such file" in caplog.text
@@ -166,9 +167,8 @@ def test_the_monitor_follows_the_command_and_sshd(tmp_path):
     listener.listen(8)
     port = listener.getsockname()[1]
     changes = []
-    monitor = health.HealthMonitor(
-        port, sh(f"test ! -e {flag} || {{ echo home not mounted; exit 1; }}"), 1, on_change=lambda: changes.append(1)
-    )
+    monitor = health.HealthMonitor(on_change=lambda: changes.append(1))
+    monitor.configure(port, sh(f"test ! -e {flag} || {{ echo home not mounted; exit 1; }}"), 1)
     assert monitor.check_once(now=0) is None
     flag.write_text("")
     assert monitor.check_once(now=1) == "sh exited 1: home not mounted"
