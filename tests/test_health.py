@@ -178,3 +178,21 @@ def test_the_monitor_follows_the_command_and_sshd(tmp_path):
     assert monitor.check_once(now=4) is None  # one miss
     assert monitor.check_once(now=6) == f"sshd: nothing listens on port {port}"
     assert len(changes) == 3
+
+
+def test_netlink_and_the_text_tables_agree_on_real_listeners():
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    port = listener.getsockname()[1]
+    try:
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.05)
+        by_text = []
+        for name in ("tcp", "tcp6"):
+            with open(f"/proc/net/{name}") as table:
+                by_text += health.listening_queues(table.read(), port)
+        assert health.listening_queues_by_netlink(port) == by_text == [2]
+        for client in clients:
+            client.close()
+    finally:
+        listener.close()
+    assert health.listening_queues_by_netlink(port) == []
