@@ -251,8 +251,12 @@ def run(args):
         )
         connection.request("GET", "/metrics")
         text = connection.getresponse().read().decode()
-        poll = re.search(r"^ltsp_balancer_poll_duration_seconds (\S+)$", text, re.M)
-        print(f"one poll of the {args.servers:,}: {float(poll[1]):.2f} s" if poll else "one poll: not reported yet")
+        total = re.search(r"^ltsp_balancer_poll_duration_seconds_sum (\S+)$", text, re.M)
+        count = re.search(r"^ltsp_balancer_poll_duration_seconds_count (\S+)$", text, re.M)
+        if total and count and float(count[1]):
+            print(f"one poll of the {args.servers:,}: {float(total[1]) / float(count[1]):.2f} s (mean)")
+        else:
+            print("one poll: not reported yet")
         print(f"balancer RSS after two polls: {balancer.rss_mib():.1f} MiB")
         results = {}
 

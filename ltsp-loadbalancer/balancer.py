@@ -18,8 +18,10 @@ Rules:
   ejection (ejection.py); hosts outside SERVERS are ignored. Only the first
   word counts: a client's last login went to one host.
 - Counters (for /metrics): answers by result, logins handed out per server,
-  poll errors and ejections per server. No user names anywhere: requests
-  carry none, and no client address is logged.
+  poll errors and ejections per server, each server named by its SERVERS
+  entry (``labels``: the host, with ``:port`` when not 377), so two entries
+  on one host are counted apart. No user names anywhere: requests carry
+  none, and no client address is logged.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import random
 from collections import Counter
 
 from get_hosts.settings import PoolEntry
+from ltsp_lbcore.hostport import format_host_port
+from ltsp_lbcore.ports import ADVERTISE_PORT
 from ltsp_lbcore.states import DOWN
 
 from .pool import USABLE_TIERS, Limits, Pool
@@ -45,16 +49,22 @@ class Balancer:
         self.rng = rng or random.Random()
         self.config = config
         self.answers = Counter()  # result -> count
-        self.handed_out = Counter()  # host -> logins handed out since start
-        self.poll_errors = Counter()  # host -> polls that found it Down
-        self.ejections = Counter()  # host -> outlier ejections since start (ejection.py counts them)
+        self.handed_out = Counter()  # server label -> logins handed out since start
+        self.poll_errors = Counter()  # server label -> polls that found it Down
+        self.ejections = Counter()  # server label -> outlier ejections since start (ejection.py counts them)
+        self.labels = []  # the server label of each entry, pool order
         self.pool = self._new_pool(config)
         self.polls = 0
         self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
     def _new_pool(self, config):
         entries = [PoolEntry(host, host, port) for host, port in config.servers]
-        return Pool(entries, self.rng, limits_of(config), config.login_window_seconds, ejections=self.ejections)
+        self.labels = [format_host_port(host, port, default_port=ADVERTISE_PORT) for host, port in config.servers]
+        pool = Pool(entries, self.rng, limits_of(config), config.login_window_seconds, ejections=self.ejections)
+        # Ejections are counted and logged under each health's name: the entry's label, not its bare host.
+        for health, label in zip(pool.outliers.health, self.labels):
+            health.name = label
+        return pool
 
     @property
     def entries(self):
@@ -81,9 +91,9 @@ class Balancer:
         if list(entries) != self.entries:
             return
         self.polls += 1
-        for result in results:
+        for label, result in zip(self.labels, results):
             if result.stats is None:
-                self.poll_errors[result.entry.host] += 1
+                self.poll_errors[label] += 1
         self.pool.update(results, now)
         for callback in self.on_poll:
             callback(self, now)
@@ -113,14 +123,14 @@ class Balancer:
                 return None, "no poll has finished yet"
             return None, self.pool.down_reason(among)
         self.answers[OK] += 1
-        names = self.pool.names
-        self.handed_out[names[order[0]]] += 1
-        return " ".join(map(names.__getitem__, order)), None
+        self.handed_out[self.labels[order[0]]] += 1
+        return " ".join(map(self.pool.names.__getitem__, order)), None
 
     def pool_view(self, now):
         """The whole pool as /v1/pool's JSON document (a dict)."""
         rows = []
         outliers = self.pool.outliers
+        window_start = now - self.pool.history_seconds  # "Logins, 5 min": the window the pool keeps
         for index, server in enumerate(self.pool.servers):
             stats, verdict = server.stats, server.verdict
             rows.append(
@@ -133,7 +143,7 @@ class Balancer:
                     "capacity": None if stats is None else stats.capacity,
                     "rating": None if stats is None else stats.rating,
                     "pending": len(server.pending),
-                    "handed_out_5min": _count_since(server.handed_out, now - 300),
+                    "handed_out_5min": _count_since(server.handed_out, window_start),
                     "sample_age_ms": None if server.taken_at is None else round((now - server.taken_at) * 1000),
                     "response_ms": None if server.result is None else server.result.response_ms,
                     "reason": self._reason(server),

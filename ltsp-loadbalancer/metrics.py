@@ -5,31 +5,39 @@ Rules:
 - Nobody hand-writes the format: ``BalancerCollector`` reads the Balancer at
   scrape time (nothing is copied on the login path) and prometheus_client
   renders it, in the classic text format or OpenMetrics as the scraper asks.
+- ``METRICS`` is the one list of what is exposed: every family, and every
+  instrument (the request counter and the histograms), is built from its
+  row (name, type, labels, help; a per-server gauge's /v1/pool field too).
+  docs/status-page.md shows it as a table and a test checks the two agree.
 - A private CollectorRegistry: importing this module registers nothing
   globally, and two balancers in one process (tests) do not share series.
 - Names: ``ltsp_`` prefix, the unit last (``_seconds``, ``_sessions``),
-  ``_total`` on counters. Labels name a thing, never carry a measurement:
-  ``server`` (as SERVERS names it: the host, with ``:port`` when the port
-  is not 377, as on the status page), ``state`` (the server's pool state:
-  one series per server, the current one), ``result``, ``handler`` (a fixed
-  set of routes, so a scanner's paths cannot grow the series) and ``code``.
-- Series per server are kept few (10): at 1,000 servers the library's
-  rendering costs about 5 us a series, and the scrape must stay well under
-  50 ms. Figures a Down server does not have are absent, never 0.
-- Reading the balancer (a copy of /v1/pool's document and the counters)
-  happens on the event loop, where the balancer lives; building the
-  families and rendering the text, the costly part, may run in a worker
-  thread from that copy (``snapshot`` then ``encode``).
-- The request latency histogram is fed by http.py's observer, once per
-  request: a dictionary lookup and one observe.
-
-``METRICS`` below is the one list of what is exposed; docs/status-page.md
-shows it as a table and a test checks the two agree.
+  ``_total`` on counters, ``_timestamp_seconds`` for when something happened
+  (Prometheus' advice: a time, never an age, so a stalled balancer shows as
+  an age that grows in the query, not as a gauge that froze).
+- Labels name a thing, never carry a measurement. ``server``: the SERVERS
+  entry, one value per entry on every per-server series (the host, with
+  ``:port`` when the port is not 377: two entries on one host stay two
+  series). ``state``: a state set, one 0/1 series per pool state and server,
+  so a change of state is a change of value, not a new series.
+  ``handler``: a fixed set of routes (a scanner's paths cannot grow the
+  series); ``code``; ``result``.
+- Every labelled series a dashboard reads exists from the first scrape, at
+  0: per-server counters for every SERVERS entry, answers for every result,
+  requests for the codes that matter (``REQUEST_CODES``). A series born at
+  its first event hides that event from ``rate()`` and ``increase()``.
+- No family repeats another: servers by state are ``sum by (state)
+  (ltsp_server_state)``, Down is ``ltsp_server_state{state="Down"}``, the
+  503s are ``ltsp_balancer_answers_total{result!="ok"}``.
+- Figures a Down server does not have are absent, never 0.
+- Series per server are kept few (14): at 1,000 servers the library renders
+  about 5 us a series, off the event loop (``snapshot`` on the loop, a copy
+  of the figures; ``encode`` in a worker thread).
 """
 
 from __future__ import annotations
 
-from collections import Counter as Tally
+import time
 from collections import namedtuple
 from time import monotonic
 
@@ -48,97 +56,141 @@ from .balancer import NO_SERVER, OK, UNKNOWN_SERVERS
 
 RESULTS = (OK, NO_SERVER, UNKNOWN_SERVERS)
 # Routes by path; any other path (a scanner, a typo) is "other".
-HANDLERS = {path: path for path in ("/", "/v1/hosts", "/v1/pool", "/v1/history", "/metrics")}
+HANDLERS = {path: path for path in ("/", "/status/rows", "/v1/hosts", "/v1/pool", "/v1/history", "/metrics")}
 OTHER = "other"
+# The (handler, code) series that exist from the start: what a route answers when it works, a login's 503.
+REQUEST_CODES = (*((handler, 200) for handler in HANDLERS), ("/v1/hosts", 503), (OTHER, 404))
 # Seconds: a login answer takes well under a millisecond, a page for 1,000 servers tens of them.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seconds: a poll of a few live servers takes ms, one with a dead server POLL_TIMEOUT_MS (1 s; 60 s at most).
+POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 SERVER = ("server",)
-# (name as exposed, type, labels, help): the one list of what /metrics carries.
+Metric = namedtuple("Metric", "name type labels help field")
+Metric.__doc__ = "One family of /metrics. FIELD: the /v1/pool field a per-server gauge shows, else None."
+
 METRICS = (
-    ("ltsp_server_up", "gauge", SERVER, "1 when the server's ltsp-server-advertise answered the latest poll, else 0"),
-    (
+    Metric(
         "ltsp_server_state",
         "gauge",
         ("server", "state"),
-        "Always 1, labelled with the server's pool state: Idle, Busy, Swapped, Drain, Failing or Down",
+        "1 for the server's pool state, 0 for the others: Idle, Busy, Swapped, Drain, Failing, Down",
+        None,
     ),
-    ("ltsp_server_sessions", "gauge", SERVER, "User sessions on the server, by its latest document"),
-    ("ltsp_server_capacity_sessions", "gauge", SERVER, "Sessions the server can hold in all (scaled by its WEIGHT)"),
-    ("ltsp_server_rating_sessions", "gauge", SERVER, "The server's rating: sessions it can still take"),
-    ("ltsp_server_pending_logins", "gauge", SERVER, "Logins handed to the server that its figures do not show yet"),
-    ("ltsp_server_sample_age_seconds", "gauge", SERVER, "Age of the server's latest figures"),
-    ("ltsp_server_logins_handed_out_total", "counter", SERVER, "Logins handed to the server (first host of an answer)"),
-    ("ltsp_server_poll_errors_total", "counter", SERVER, "Polls that found the server Down"),
-    (
+    Metric("ltsp_server_sessions", "gauge", SERVER, "User sessions on the server, by its latest document", "sessions"),
+    Metric(
+        "ltsp_server_capacity_sessions",
+        "gauge",
+        SERVER,
+        "Sessions the server can hold in all (scaled by its WEIGHT)",
+        "capacity",
+    ),
+    Metric("ltsp_server_rating_sessions", "gauge", SERVER, "The server's rating: sessions it can still take", "rating"),
+    Metric(
+        "ltsp_server_pending_logins",
+        "gauge",
+        SERVER,
+        "Logins handed to the server that its figures do not show yet",
+        "pending",
+    ),
+    Metric(
+        "ltsp_server_sample_timestamp_seconds",
+        "gauge",
+        SERVER,
+        "When the server's latest figures were taken, in seconds since the epoch",
+        None,
+    ),
+    Metric(
+        "ltsp_server_logins_handed_out_total",
+        "counter",
+        SERVER,
+        "Logins handed to the server (first host of an answer)",
+        None,
+    ),
+    Metric("ltsp_server_poll_errors_total", "counter", SERVER, "Polls that found the server Down", None),
+    Metric(
         "ltsp_server_ejections_total",
         "counter",
         SERVER,
         "Outlier ejections of the server by this balancer: its logins never became sessions, or clients reported them",
+        None,
     ),
-    (
+    Metric(
         "ltsp_balancer_answers_total",
         "counter",
         ("result",),
-        "Answers to /v1/hosts: ok, no_usable_server, unknown_servers",
+        "Answers to /v1/hosts: ok, no_usable_server, unknown_servers (the last two: 503, get_hosts probes itself)",
+        None,
     ),
-    (
-        "ltsp_balancer_fallbacks_total",
-        "counter",
+    Metric("ltsp_balancer_polls_total", "counter", (), "Polls of the whole pool finished", None),
+    Metric(
+        "ltsp_balancer_last_poll_timestamp_seconds",
+        "gauge",
         (),
-        "Logins answered 503 (no usable server among those named): get_hosts then probes the pool itself",
+        "When the latest poll of the whole pool finished, in seconds since the epoch",
+        None,
     ),
-    ("ltsp_balancer_polls_total", "counter", (), "Polls of the whole pool finished"),
-    ("ltsp_balancer_last_poll_age_seconds", "gauge", (), "Time since the latest poll finished"),
-    ("ltsp_balancer_poll_duration_seconds", "gauge", (), "How long the latest poll of the whole pool took"),
-    ("ltsp_balancer_servers", "gauge", ("state",), "Servers of SERVERS in each pool state"),
-    ("ltsp_balancer_build_info", "gauge", ("version",), "The balancer's version (always 1)"),
-    (
+    Metric("ltsp_balancer_poll_duration_seconds", "histogram", (), "How long each poll of the whole pool took", None),
+    Metric("ltsp_balancer_build_info", "info", ("version",), "The balancer's version (always 1)", None),
+    Metric(
         "ltsp_balancer_http_request_duration_seconds",
         "histogram",
         ("handler",),
         "Time to answer an HTTP request, by route",
+        None,
     ),
-    (
+    Metric(
         "ltsp_balancer_http_requests_total",
         "counter",
         ("handler", "code"),
         "HTTP requests answered, by route and status",
+        None,
     ),
 )
-_HELP = {name: help_ for name, _type, _labels, help_ in METRICS}
-
-# Per-server gauges: metric name -> (/v1/pool field, scale to the metric's unit).
-_GAUGES = {
-    "ltsp_server_sessions": ("sessions", 1),
-    "ltsp_server_capacity_sessions": ("capacity", 1),
-    "ltsp_server_rating_sessions": ("rating", 1),
-    "ltsp_server_pending_logins": ("pending", 1),
-    "ltsp_server_sample_age_seconds": ("sample_age_ms", 0.001),
-}
+BY_NAME = {metric.name: metric for metric in METRICS}
+# The families prometheus_client builds for each type; an info family is a gauge named *_info.
+_FAMILIES = {"gauge": GaugeMetricFamily, "counter": CounterMetricFamily, "info": InfoMetricFamily}
+_PER_SERVER_GAUGES = tuple(metric for metric in METRICS if metric.field is not None)
 
 
-def _family(kind, name, labels=()):
-    if kind is CounterMetricFamily:
-        return CounterMetricFamily(name.removesuffix("_total"), _HELP[name], labels=labels)
-    return kind(name, _HELP[name], labels=labels)
+def family(name):
+    """An empty metric family for the METRICS row NAME: its type, labels and help."""
+    metric = BY_NAME[name]
+    base = _base_name(metric)
+    if metric.type == "info":
+        return InfoMetricFamily(base, metric.help)
+    return _FAMILIES[metric.type](base, metric.help, labels=metric.labels)
+
+
+def instrument(name, registry, **options):
+    """A live prometheus_client instrument (Counter or Histogram) for the METRICS row NAME, in REGISTRY."""
+    metric = BY_NAME[name]
+    kind = {"counter": Counter, "histogram": Histogram}[metric.type]
+    return kind(_base_name(metric), metric.help, metric.labels, registry=registry, **options)
+
+
+def _base_name(metric):
+    """The name prometheus_client takes: counters without _total, infos without _info (it adds them)."""
+    suffix = {"counter": "_total", "info": "_info"}.get(metric.type)
+    return metric.name.removesuffix(suffix) if suffix else metric.name
 
 
 def server_label(host, port):
-    """The server label: the host, with its port when that is not 377 (as SERVERS and the status page name it)."""
-    return format_host_port(host, None if port in (None, ADVERTISE_PORT) else port)
+    """The server label of a SERVERS entry: the host, with its port when that is not 377 (as the status page)."""
+    return format_host_port(host, port, default_port=ADVERTISE_PORT)
 
 
 class BalancerCollector:
-    """A prometheus_client collector that reads BALANCER (and POLLER's round time) at each scrape.
+    """A prometheus_client collector that reads BALANCER at each scrape.
 
-    CLOCK: the balancer's clock (time.monotonic; tests drive the balancer with a fake one).
+    CLOCK: the balancer's clock (time.monotonic; tests drive the balancer with a fake one); WALL: the
+    epoch clock the timestamps are in.
     """
 
-    def __init__(self, balancer, poller=None, clock=monotonic):
+    def __init__(self, balancer, clock=monotonic, wall=time.time):
         self.balancer = balancer
-        self.poller = poller
         self.clock = clock
+        self.wall = wall
 
     def describe(self):
         return []  # the series depend on SERVERS: registering must not scrape
@@ -148,41 +200,42 @@ class BalancerCollector:
         balancer = self.balancer
         return Reading(
             balancer.pool_view(self.clock()),
+            self.wall(),
             dict(balancer.handed_out),
             dict(balancer.poll_errors),
             dict(balancer.ejections),
             dict(balancer.answers),
             balancer.polls,
-            getattr(self.poller, "round_seconds", None),
         )
 
     def collect(self):
         return families(self.read())
 
 
-Reading = namedtuple("Reading", "view handed_out poll_errors ejections answers polls round_seconds")
-Reading.__doc__ = "A copy of the balancer's figures at one scrape: /v1/pool's document and its counters."
+Reading = namedtuple("Reading", "view wall handed_out poll_errors ejections answers polls")
+Reading.__doc__ = "A copy of the balancer's figures at one scrape (WALL: the epoch time of VIEW's now)."
 
 
-def _server_gauges(rows, names, counts):
-    """The per-server gauges (up, state, sessions...); COUNTS (state -> servers) is filled on the way."""
-    up = _family(GaugeMetricFamily, "ltsp_server_up", SERVER)
-    state = _family(GaugeMetricFamily, "ltsp_server_state", ("server", "state"))
-    gauges = [(_family(GaugeMetricFamily, metric, SERVER), field, scale) for metric, (field, scale) in _GAUGES.items()]
+def _server_families(rows, names, wall):
+    """The per-server gauges: the state set, the figures of the latest document, when it was taken."""
+    state = family("ltsp_server_state")
+    gauges = [(family(metric.name), metric.field) for metric in _PER_SERVER_GAUGES]
+    taken = family("ltsp_server_sample_timestamp_seconds")
     for row, name in zip(rows, names):
+        current = row["state"] if row["state"] in POOL_STATES else DOWN
+        for word in POOL_STATES:
+            state.add_metric((name, word), 1 if word == current else 0)
         labels = (name,)
-        up.add_metric(labels, 0 if row["stats"] is None else 1)
-        current = row["state"] if row["state"] in counts else DOWN
-        counts[current] += 1
-        state.add_metric((name, current), 1)
-        for family, field, scale in gauges:
+        for gauge, field in gauges:
             value = row[field]
             if value is not None:  # unknown is absent, never a made-up 0
-                family.add_metric(labels, value * scale)
-    yield up
+                gauge.add_metric(labels, value)
+        if row["sample_age_ms"] is not None:
+            taken.add_metric(labels, wall - row["sample_age_ms"] / 1000.0)
     yield state
-    for family, _field, _scale in gauges:
-        yield family
+    for gauge, _field in gauges:
+        yield gauge
+    yield taken
 
 
 def families(reading):
@@ -190,46 +243,30 @@ def families(reading):
     view = reading.view
     rows = view["servers"]
     names = [server_label(row["host"], row["port"]) for row in rows]
-    # The balancer counts hand-outs, poll errors and ejections by host: named as the server when the host is unique.
-    per_host = Tally(row["host"] for row in rows)
-    by_host = {row["host"]: name for row, name in zip(rows, names) if per_host[row["host"]] == 1}
-
-    counts = dict.fromkeys(POOL_STATES, 0)
-    yield from _server_gauges(rows, names, counts)
+    yield from _server_families(rows, names, reading.wall)
     for metric, tally in (
         ("ltsp_server_logins_handed_out_total", reading.handed_out),
         ("ltsp_server_poll_errors_total", reading.poll_errors),
         ("ltsp_server_ejections_total", reading.ejections),
     ):
-        family = _family(CounterMetricFamily, metric, SERVER)
-        for host in {**dict.fromkeys(row["host"] for row in rows), **dict.fromkeys(tally)}:
-            # Servers dropped by a reload keep their count: a counter never goes back.
-            family.add_metric((by_host.get(host, host),), tally.get(host, 0))
-        yield family
+        counter = family(metric)
+        # Every entry from the start at 0; servers dropped by a reload keep their count (a counter never goes back).
+        for name in {**dict.fromkeys(names), **dict.fromkeys(tally)}:
+            counter.add_metric((name,), tally.get(name, 0))
+        yield counter
 
-    answers = _family(CounterMetricFamily, "ltsp_balancer_answers_total", ("result",))
+    answers = family("ltsp_balancer_answers_total")
     for result in {**dict.fromkeys(RESULTS), **dict.fromkeys(reading.answers)}:
         answers.add_metric((result,), reading.answers.get(result, 0))
     yield answers
-    fallbacks = _family(CounterMetricFamily, "ltsp_balancer_fallbacks_total")
-    fallbacks.add_metric((), sum(n for result, n in reading.answers.items() if result != OK))
-    yield fallbacks
-    polls = _family(CounterMetricFamily, "ltsp_balancer_polls_total")
+    polls = family("ltsp_balancer_polls_total")
     polls.add_metric((), reading.polls)
     yield polls
     if view["last_poll_age_ms"] is not None:
-        age = _family(GaugeMetricFamily, "ltsp_balancer_last_poll_age_seconds")
-        age.add_metric((), view["last_poll_age_ms"] / 1000.0)
-        yield age
-    if reading.round_seconds is not None:
-        duration = _family(GaugeMetricFamily, "ltsp_balancer_poll_duration_seconds")
-        duration.add_metric((), reading.round_seconds)
-        yield duration
-    servers = _family(GaugeMetricFamily, "ltsp_balancer_servers", ("state",))
-    for word, n in counts.items():
-        servers.add_metric((word,), n)
-    yield servers
-    info = InfoMetricFamily("ltsp_balancer_build", _HELP["ltsp_balancer_build_info"])
+        polled = family("ltsp_balancer_last_poll_timestamp_seconds")
+        polled.add_metric((), reading.wall - view["last_poll_age_ms"] / 1000.0)
+        yield polled
+    info = family("ltsp_balancer_build_info")
     info.add_metric((), {"version": __version__})
     yield info
 
@@ -248,34 +285,29 @@ class Scrape:
 
 
 class Metrics:
-    """The registry of one balancer: its collector, the process' own figures and the HTTP request metrics."""
+    """The registry of one balancer: its collector, the process' own figures, the poll and HTTP instruments.
 
-    def __init__(self, balancer, poller=None, clock=monotonic):
+    POLLER (poller.Poller), when given, reports each round's duration to the poll histogram.
+    """
+
+    def __init__(self, balancer, poller=None, clock=monotonic, wall=time.time):
         # No *_created series: in the classic text format each is one more gauge per counter child, and
         # Prometheus does not need them (a process-wide setting of prometheus_client 0.17+).
         disable_created = getattr(prometheus_client, "disable_created_metrics", None)
         if disable_created is not None:
             disable_created()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.collector = BalancerCollector(balancer, poller, clock)
+        self.collector = BalancerCollector(balancer, clock, wall)
         self.registry.register(self.collector)
         self.process = ProcessCollector(registry=self.registry)  # process_resident_memory_bytes: the RSS budget
-        self.latency = Histogram(
-            "ltsp_balancer_http_request_duration_seconds",
-            _HELP["ltsp_balancer_http_request_duration_seconds"],
-            ("handler",),
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.requests = Counter(
-            "ltsp_balancer_http_requests",
-            _HELP["ltsp_balancer_http_requests_total"],
-            ("handler", "code"),
-            registry=self.registry,
-        )
+        self.polls = instrument("ltsp_balancer_poll_duration_seconds", self.registry, buckets=POLL_BUCKETS)
+        if poller is not None:
+            poller.on_round.append(self.polls.observe)
+        self.latency = instrument("ltsp_balancer_http_request_duration_seconds", self.registry, buckets=LATENCY_BUCKETS)
+        self.requests = instrument("ltsp_balancer_http_requests_total", self.registry)
         # Children resolved once: the login path pays a dict lookup, not prometheus_client's label lock.
-        self._latency = {handler: self.latency.labels(handler) for handler in (*HANDLERS, OTHER)}
-        self._requests = {}
+        self._latency = {handler: self.latency.labels(handler) for handler in (*HANDLERS.values(), OTHER)}
+        self._requests = {(handler, code): self.requests.labels(handler, str(code)) for handler, code in REQUEST_CODES}
 
     def observe(self, path, status, seconds):
         """Count and time one finished request (every route: http.py calls it)."""
@@ -284,12 +316,12 @@ class Metrics:
         key = (route, status)
         child = self._requests.get(key)
         if child is None:
-            child = self._requests[key] = self.requests.labels(route, str(key[1]))
+            child = self._requests[key] = self.requests.labels(route, str(status))
         child.inc()
 
     def snapshot(self):
         """A Scrape with the balancer's figures read now: call it on the balancer's thread (a few ms)."""
-        return Scrape(self.collector.read(), (self.process, self.latency, self.requests))
+        return Scrape(self.collector.read(), (self.process, self.polls, self.latency, self.requests))
 
     @staticmethod
     def encode(scrape, accept=None):

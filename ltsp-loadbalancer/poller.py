@@ -29,6 +29,7 @@ class Poller:
         self.balancer = balancer
         self._wake = asyncio.Event()
         self.round_seconds = None  # how long the latest round took
+        self.on_round = []  # callables(seconds) run after each round (the /metrics histogram)
 
     def poll_now(self):
         self._wake.set()
@@ -47,6 +48,8 @@ class Poller:
                 if down:
                     log.debug("poll: %d of %d servers down", down, len(entries))
             self.round_seconds = monotonic() - started
+            for callback in self.on_round:
+                callback(self.round_seconds)
             wait = max(0.0, config.poll_seconds - self.round_seconds)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)

@@ -191,9 +191,13 @@ def parse_host_port(word, default_port=None):
     return HostPort(host, parse_port(port_text))
 
 
-def format_host_port(host, port=None):
-    """The word for host and port: ``host:port``, ``[v6]:port`` for IPv6; the host alone when port is None."""
-    if port is None:
+def format_host_port(host, port=None, default_port=None):
+    """The word for host and port: ``host:port``, ``[v6]:port`` for IPv6.
+
+    The host alone when PORT is None or DEFAULT_PORT (a pool's word for a server on the usual port).
+    The one formatter: config words, log lines, labels and the status page all write servers with it.
+    """
+    if port is None or port == default_port:
         return host
     if ":" in host:
         return f"[{host}]:{port}"
