@@ -6,9 +6,10 @@ PYTHON3 ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# Commands the real-network, ssh, man-page and browser tests drive; installed only when root.
+# Commands the real-network, ssh, man-page, browser and Prometheus tests drive; installed only when root.
 SYSTEM_TOOLS := ip:iproute2 ssh-keyscan:openssh-client /usr/sbin/sshd:openssh-server \
-  prlimit:util-linux groff:groff-base man:man-db chromium:chromium chromedriver:chromium-driver
+  prlimit:util-linux groff:groff-base man:man-db chromium:chromium chromedriver:chromium-driver \
+  prometheus:prometheus promtool:prometheus
 
 .PHONY: all test test-quick lint format demo bench deb deb-check clean system-deps
 

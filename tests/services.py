@@ -97,3 +97,89 @@ class Balancer(_Service):
         while json.loads(self.request("GET", "/v1/pool")[1])["polls"] < start + count:
             assert time.monotonic() < deadline, f"no {count} polls in {timeout} s"
             time.sleep(0.05)
+
+
+PROMETHEUS = "/usr/bin/prometheus"  # Debian's prometheus package (make test apt-gets it as root)
+
+
+class Prometheus(LoggedProcess):
+    """A real Prometheus scraping TARGETS ({job: ["host:port", ...]}) every SCRAPE_SECONDS, on loopback only.
+
+    Its storage is STORAGE_DIR (a temporary directory the caller removes); it listens on 127.0.0.1 at a
+    port free when it starts, and scrapes itself too (job "prometheus"). ``query`` and ``query_range``
+    use its HTTP API. Stop it with ``stop``.
+    """
+
+    def __init__(self, storage_dir, targets, scrape_seconds=1):
+        import socket
+
+        with socket.socket() as probe:  # a port free now; Prometheus takes it at once
+            probe.bind(("127.0.0.1", 0))
+            self.address = probe.getsockname()
+        targets = {**targets, "prometheus": [f"{self.address[0]}:{self.address[1]}"]}
+        jobs = "".join(
+            f"  - job_name: {job}\n    static_configs:\n      - targets: [{', '.join(map(repr, hosts))}]\n"
+            for job, hosts in targets.items()
+        )
+        Path(storage_dir).mkdir(parents=True, exist_ok=True)
+        config = Path(storage_dir) / "prometheus.yml"
+        config.write_text(
+            f"global:\n  scrape_interval: {scrape_seconds}s\n  scrape_timeout: {scrape_seconds}s\n"
+            f"  evaluation_interval: {scrape_seconds}s\nscrape_configs:\n{jobs}"
+        )
+        command = [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={Path(storage_dir) / 'data'}",
+            f"--web.listen-address={self.address[0]}:{self.address[1]}",
+            "--log.level=warn",
+        ]
+        super().__init__(command, "Prometheus' log")
+
+    def start(self, timeout=30.0):
+        """Wait until its API answers."""
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{self.address[0]}:{self.address[1]}/-/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                log = "\n".join(self.lines[-20:])
+                raise AssertionError(f"Prometheus did not start (exit {self.proc.poll()}); its log:\n{log}")
+            time.sleep(0.2)
+
+    def api(self, path, **params):
+        """The data of one /api/v1 answer (AssertionError naming the query when it is an error)."""
+        import json
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+
+        url = f"http://{self.address[0]}:{self.address[1]}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                document = json.load(answer)
+        except urllib.error.HTTPError as error:
+            document = json.load(error)
+        assert document["status"] == "success", (params, document)
+        return document["data"]
+
+    def query(self, expr):
+        """An instant query now: [(labels dict, value float)]."""
+        return [(row["metric"], float(row["value"][1])) for row in self.api("query", query=expr)["result"]]
+
+    def query_range(self, expr, start, end, step=1.0):
+        """A range query: [(labels dict, [value float, ...])]."""
+        data = self.api("query_range", query=expr, start=start, end=end, step=step)["result"]
+        return [(row["metric"], [float(value) for _when, value in row["values"]]) for row in data]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
