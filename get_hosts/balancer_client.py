@@ -16,9 +16,16 @@ Rules (docs/get_hosts.md and SPEC.md say the same):
   and reads the answer up to a cap; everything here is bytes in, values out
   (``HttpAnswer``: status line, headers, body), with no I/O. This is the
   client side only: the balancer's HTTP is served by Tornado.
+- The /v1/hosts request carries this client's settings that its config
+  sets (SENT_SETTINGS: LB_ALGORITHM, LB_MAX_LOAD, LB_MAX_RESPONSE_MS,
+  LB_SKIP_SWAPPING) and the identity it already knows (MAC, IP, hostname:
+  mac-hash's, or the one lts.conf's sections were picked by), so that the
+  balancer applies them to its own figures: a setting means the same
+  whichever path answers. Nothing is looked up for the request alone.
 - A good /v1/hosts answer is ``200`` with one line of names. Names that are
   not in this client's pool are dropped (a balancer never makes get_hosts
-  print a host it was not configured with); nothing left is no answer.
+  print a host it was not configured with); nothing left is no answer. Its
+  ``X-LTSP-Applied`` header says what the balancer applied (--explain).
 - A good /v1/pool answer (``--status``, ``--json``) is ``200`` with a JSON
   document checked as strictly as the wire format checks a server's
   document: at most MAX_POOL_ANSWER_BYTES, nested at most MAX_POOL_DEPTH
@@ -54,6 +61,40 @@ def quote(text):
     return "".join(chr(byte) if byte in safe else "+" if byte == 32 else f"%{byte:02X}" for byte in text.encode())
 
 
+# (request field, Settings field, variable): sent when the variable is set (Settings.sources).
+SENT_SETTINGS = (
+    ("algorithm", "algorithm", "LB_ALGORITHM"),
+    ("max_load", "max_load", "LB_MAX_LOAD"),
+    ("max_response_ms", "max_response_ms", "LB_MAX_RESPONSE_MS"),
+    ("skip_swapping", "skip_swapping", "LB_SKIP_SWAPPING"),
+)
+IDENTITY_FIELDS = ("mac", "ip", "hostname")
+APPLIED_HEADER = b"x-ltsp-applied"
+MAX_APPLIED_CHARS = 200
+
+
+def _field_text(value):
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def settings_fields(settings, identity=None):
+    """The /v1/hosts fields of SETTINGS' set variables and of IDENTITY's known parts (see the rules), in order."""
+    sources = settings.sources or {}
+    fields = {}
+    for field, attribute, variable in SENT_SETTINGS:
+        if variable in sources:
+            fields[field] = _field_text(getattr(settings, attribute))
+    for field in IDENTITY_FIELDS if identity is not None else ():
+        value = getattr(identity, field)
+        if value:
+            fields[field] = value
+    return fields
+
+
 def request_bytes(method, path, host, form=None):
     """The HTTP/1.0 request: FORM (a dict) as the query of a GET, or the body of a POST."""
     body = "&".join(f"{key}={quote(value)}" for key, value in (form or {}).items())
@@ -65,37 +106,59 @@ def request_bytes(method, path, host, form=None):
     return f"POST {path} HTTP/1.0\r\n{head}\r\n{body}".encode()
 
 
-def hosts_request(pool_words, host, failed=None):
-    """The /v1/hosts request; FAILED: the pool name of this client's last login that did not last."""
+def hosts_request(pool_words, host, failed=None, fields=None):
+    """The /v1/hosts request; FAILED: the pool name of this client's last login that did not last.
+
+    FIELDS: more form fields (settings_fields: this client's settings and identity).
+    """
     form = {"servers": " ".join(pool_words)}
     if failed:
         form["failed"] = failed
+    form.update(fields or {})
     method = "GET" if len(form["servers"]) < MAX_QUERY_BYTES else "POST"
     return request_bytes(method, "/v1/hosts", host, form)
 
 
-def parse_response(data):
-    """(status, body) of a whole HTTP response, or ValueError naming what is wrong."""
+def split_response(data):
+    """(status, head, body) of a whole HTTP response (head: the header lines, bytes), or ValueError."""
     head, separator, body = data.partition(b"\r\n\r\n")
     if not separator:
         raise ValueError("no end of headers")
-    status_line = head.split(b"\r\n", 1)[0].split(None, 2)
+    status_line, _newline, head = head.partition(b"\r\n")
+    status_line = status_line.split(None, 2)
     if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1.") or not status_line[1].isdigit():
-        raise ValueError(f"not an HTTP status line: {head[:40]!r}")
-    return int(status_line[1]), body
+        raise ValueError(f"not an HTTP status line: {data[:40]!r}")
+    return int(status_line[1]), head, body
+
+
+def parse_response(data):
+    """(status, body) of a whole HTTP response, or ValueError naming what is wrong."""
+    status, _head, body = split_response(data)
+    return status, body
+
+
+def header_value(head, name):
+    """The text of header NAME (lower-case bytes) in HEAD, or None."""
+    for line in head.split(b"\r\n"):
+        key, colon, value = line.partition(b":")
+        if colon and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return None
 
 
 class HttpAnswer:
     """The probe engine's decoder for one HTTP/1.0 answer: CHECK(status, body) makes its value.
 
+    With HEAD true, CHECK(status, body, head) gets the header lines too.
     CHECK raises ValueError for an answer that is no good; so does a
     response that is not HTTP. The engine caps the bytes fed.
     """
 
     complete = False  # Connection: close: the answer ends when the balancer closes
 
-    def __init__(self, check):
+    def __init__(self, check, head=False):
         self._check = check
+        self._head = head
         self._chunks = []  # joined once at close: += would copy 8 MB a few thousand times
 
     def feed(self, data):
@@ -103,10 +166,10 @@ class HttpAnswer:
 
     def close(self):
         try:
-            status, body = parse_response(b"".join(self._chunks))
+            status, head, body = split_response(b"".join(self._chunks))
         except ValueError as error:
             raise ValueError(f"not an HTTP answer: {error}") from None
-        return self._check(status, body)
+        return self._check(status, body, head) if self._head else self._check(status, body)
 
 
 def hosts_from_answer(body, pool_names):
@@ -265,16 +328,17 @@ def _label(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _ask(settings, make_request, make_check, limit):
+def _ask(settings, make_request, make_check, limit, head=False):
     """Every balancer of SETTINGS at once: (label, value, ms) of the first good answer, or None; explain lines.
 
-    make_request(host) -> bytes. make_check(label) -> check(status, body), as HttpAnswer takes it.
+    make_request(host) -> bytes. make_check(label) -> check(status, body[, head]), as HttpAnswer takes it.
     """
     entries = [Balancer(host, port) for host, port in settings.balancers]
     conversations = []
     for entry in entries:
         check = make_check(_label(entry.host, entry.port))
-        conversations.append(Conversation(make_request(entry.host), lambda c=check: HttpAnswer(c), limit, ""))
+        answer = lambda c=check: HttpAnswer(c, head)  # noqa: E731 (one answer per conversation)
+        conversations.append(Conversation(make_request(entry.host), answer, limit, ""))
     results = ask_first(entries, conversations, settings.balancer_timeout_ms)
     explain = []
     winner = None
@@ -289,34 +353,78 @@ def _ask(settings, make_request, make_check, limit):
     return winner, explain
 
 
-def ask_for_hosts(settings, failed=None):
+def ask_for_hosts(settings, failed=None, fields=None):
     """(names best first, or None; explain lines): one login through the balancers of SETTINGS.
 
     FAILED: the pool name of this client's last login, which did not last
-    (retry.py); the balancer puts it last and counts the report.
+    (retry.py); the balancer puts it last and counts the report. FIELDS:
+    this client's settings and identity (settings_fields).
     """
     pool_names = [entry.name for entry in settings.servers]
     words = [_pool_word(entry) for entry in settings.servers]
 
     def make_check(_balancer):
-        def check(status, body):
+        def check(status, body, head):
             if status != 200:
                 raise ValueError(f"answered {status}: {_first_line(body)}")
             names = hosts_from_answer(body, pool_names)
             if not names:
                 raise ValueError(f"answered no host of the pool: {_first_line(body)!r}")
-            return names
+            return names, header_value(head, APPLIED_HEADER)
 
         return check
 
     winner, explain = _ask(
-        settings, lambda host: hosts_request(words, host, failed), make_check, MAX_HOSTS_ANSWER_BYTES
+        settings,
+        lambda host: hosts_request(words, host, failed, fields),
+        make_check,
+        MAX_HOSTS_ANSWER_BYTES,
+        head=True,
     )
     if winner is None:
         return None, explain
-    label, names, elapsed_ms = winner
+    label, (names, applied), elapsed_ms = winner
     explain.append(f"balancer {label} answered in {elapsed_ms:.0f} ms: {' '.join(names)}")
+    explain.append(applied_line(label, applied, fields or {}))
     return names, explain
+
+
+_VARIABLE_OF = {field: variable for field, _attribute, variable in SENT_SETTINGS}
+
+
+def applied_line(label, applied, sent):
+    """--explain: what balancer LABEL applied (its X-LTSP-Applied header APPLIED, or None) of the fields SENT."""
+    asked = [f"{_VARIABLE_OF[field]} {value}" for field, value in sent.items() if field in _VARIABLE_OF]
+    if applied is None:
+        return (
+            f"balancer {label} did not say what it applied (an older ltsp-loadbalancer?): its own least-full "
+            f"order and its own limits" + (f", not {', '.join(asked)}" if asked else "")
+        )
+    words = {}
+    for word in applied[:MAX_APPLIED_CHARS].split():
+        key, _equals, value = word.partition("=")
+        words[key] = value
+    algorithm = words.pop("algorithm", "")
+    key = words.pop("key", None)
+    if algorithm in ("least-full", ""):
+        parts = ["its own least-full order"]
+    else:
+        parts = [algorithm + (f" (keyed on the {key})" if key else "")]
+    parts += [f"{_VARIABLE_OF[field]} {value}" for field, value in words.items() if field in _VARIABLE_OF]
+    missed = [
+        f"{_VARIABLE_OF[field]} {value}"
+        for field, value in sent.items()
+        if field in _VARIABLE_OF
+        and field not in words
+        and not (field == "algorithm" and (value == algorithm or value == "loadbalancer"))
+    ]
+    line = f"balancer {label} applied {', '.join(parts)}"
+    line += " (its own config for the rest)" if len(parts) > 1 else ", with its own limits"
+    if missed:
+        line += f"; not applied: {', '.join(missed)}"
+    from get_hosts.report import escape
+
+    return escape(line, 400)
 
 
 def ask_for_pool(settings):

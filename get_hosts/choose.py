@@ -7,7 +7,8 @@ No I/O here: the input is a list of probe.ProbeResult (or anything with
 Rules:
 
 - Every server gets one Verdict from the first filter of FILTERS that
-  rejects it, in this order: Down (no valid answer), Failing (the daemon
+  rejects it (SERVER_FILTERS, the server's own state, then LIMIT_FILTERS,
+  the client's limits), in this order: Down (no valid answer), Failing (the daemon
   says its login service fails its check), Drain (state drain or
   maint, or WEIGHT 0: the admin's "takes no new sessions"), Swapped
   (swapping now, when LB_SKIP_SWAPPING), Busy (load per CPU above
@@ -87,26 +88,39 @@ def _too_slow(result, limits):
     return None
 
 
-FILTERS = (
+# The server's own state, then the client's limits (LB_SKIP_SWAPPING, LB_MAX_LOAD, LB_MAX_RESPONSE_MS):
+# ltsp-loadbalancer judges each server by the first once a poll, and by the second per request.
+SERVER_FILTERS = (
     (DOWN, _no_answer),
     (FAILING, _failing),
     (DRAINING, _not_ready),
     (DRAINING, _weight_zero),
+)
+LIMIT_FILTERS = (
     (SWAPPED, _swapping),
     (BUSY, _overloaded),
     (BUSY, _too_slow),
 )
+FILTERS = SERVER_FILTERS + LIMIT_FILTERS
 
 Limits = record("Limits", "max_load max_response_ms skip_swapping", defaults=(None, None, True))
 Limits.__doc__ = "The filter limits; a settings.Settings works too (same field names)."
 
 
-def assess(result, limits):
-    """One ProbeResult -> Verdict(result, label, tier, reason)."""
-    for label, check in FILTERS:
+def rejection(result, limits, filters=FILTERS):
+    """(label, reason) of the first of FILTERS that skips RESULT under LIMITS, or None."""
+    for label, check in filters:
         reason = check(result, limits)
         if reason is not None:
-            return Verdict(result, label, SKIPPED, reason)
+            return label, reason
+    return None
+
+
+def assess(result, limits):
+    """One ProbeResult -> Verdict(result, label, tier, reason)."""
+    rejected = rejection(result, limits)
+    if rejected is not None:
+        return Verdict(result, rejected[0], SKIPPED, rejected[1])
     rating = result.stats.rating
     if rating <= 0:
         return Verdict(result, BUSY, LAST_RESORT, f"rating {rating:g}: full, used only after every Idle server")

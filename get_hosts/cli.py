@@ -121,17 +121,19 @@ def _run(options, settings):
 
     failed = () if wants_table else _failed_before(settings, explain)
     if settings.algorithm in choose.NO_PROBE and not wants_table:
-        explain.append(f"{settings.algorithm}: no probing, the pool as configured")
+        asked = " (no balancer is asked)" if settings.balancers else ""
+        explain.append(f"{settings.algorithm}: no probing, the pool as configured{asked}")
         order = _put_last(settings.servers, failed, lambda entry: entry.name)
         _emit_hosts(options, explain, settings, report.host_line(order).split(), failed)
         return 0
 
     client_key = key_source = None
+    identity = settings.identity  # known already when lts.conf's sections needed it; else looked up for mac-hash only
     if settings.algorithm == "mac-hash":
-        client_key, key_source, line = pipeline.mac_hash_key(settings)
+        identity, client_key, key_source, line = pipeline.mac_hash_identity(settings)
         explain.append(line)
 
-    names, results, waited_ms = _gather(settings, wants_table, explain, failed[-1] if failed else None)
+    names, results, waited_ms = _gather(settings, wants_table, explain, failed[-1] if failed else None, identity)
     if names:
         _emit_hosts(options, explain, settings, _put_last(names, failed, str), failed)
         return 0
@@ -139,6 +141,8 @@ def _run(options, settings):
 
     probe_ms = waited_ms
     decision = pipeline.decide(settings, algorithm, results, random.Random(), client_key)
+    if settings.balancers and not wants_table:
+        explain.append(pipeline.applied_here(settings))
     explain.extend(decision.explain)
     if decision.choice.fallback:
         _stderr(f"{PROG}: warning: {_escape(decision.choice.fallback)}")
@@ -186,8 +190,11 @@ def _emit_hosts(options, explain, settings, names, failed):
         retry.write_state(settings.state_dir, monotonic(), names[0], failed)
 
 
-def _gather(settings, wants_table, explain, failed=None):
-    """(names a balancer chose, or None; ProbeResults, or None; ms waited): the balancers first, else the probe."""
+def _gather(settings, wants_table, explain, failed=None, identity=None):
+    """(names a balancer chose, or None; ProbeResults, or None; ms waited): the balancers first, else the probe.
+
+    IDENTITY (identity.Identity or None): what this client knows of itself, sent to the balancer.
+    """
     from time import monotonic
 
     started = monotonic()
@@ -201,7 +208,8 @@ def _gather(settings, wants_table, explain, failed=None):
             for warning in warnings:
                 _stderr(f"{PROG}: warning: {_escape(warning)}")
         else:
-            names, lines = balancer_client.ask_for_hosts(settings, failed)
+            fields = balancer_client.settings_fields(settings, identity)
+            names, lines = balancer_client.ask_for_hosts(settings, failed, fields)
             explain.extend(lines)
             if names:
                 waited_ms = (monotonic() - started) * 1000.0

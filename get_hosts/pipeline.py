@@ -6,7 +6,9 @@ gets the same answer from the same figures whichever of them decides:
 - ``select_algorithm(settings)``: the ordering function for the settings'
   LB_ALGORITHM; an unknown name falls back to the default with a warning
   (a login screen is never left without a host for a typo).
-- ``mac_hash_key(settings)``: the client key mac-hash hashes on.
+- ``mac_hash_key(settings)``: the client key mac-hash hashes on
+  (``mac_hash_identity`` also gives the identity it came from, which a
+  balancer is sent to hash on the same key).
 - ``decide(settings, algorithm, results, rng, client_key)``: the Choice
   (order, verdicts, fallback) and the explanation lines ``--explain`` shows.
 
@@ -48,15 +50,30 @@ def summary_line(settings):
 
 def mac_hash_key(settings):
     """(key, source, explain line): this client's MAC, else hostname, else IP."""
+    return mac_hash_identity(settings)[1:]
+
+
+def mac_hash_identity(settings):
+    """(identity, key, source, explain line): mac_hash_key and the identity.Identity it came from."""
     from get_hosts.identity import client_identity
 
     identity = client_identity(settings.servers[0].host)
     if identity.mac:
-        return identity.mac, "mac", f"mac-hash key: MAC {identity.mac} of {identity.interface}"
+        return identity, identity.mac, "mac", f"mac-hash key: MAC {identity.mac} of {identity.interface}"
     for source, value in (("hostname", identity.hostname), ("ip", identity.ip)):
         if value:
-            return value, source, f"mac-hash key: no MAC found, hashing on the {source} {value}"
-    return "", None, "mac-hash key: no MAC, hostname or IP found; every such client gets the same order"
+            return identity, value, source, f"mac-hash key: no MAC found, hashing on the {source} {value}"
+    return identity, "", None, "mac-hash key: no MAC, hostname or IP found; every such client gets the same order"
+
+
+def applied_here(settings):
+    """--explain, when get_hosts decides itself: the algorithm and the limits it applies."""
+    limits = [
+        f"LB_MAX_LOAD {settings.max_load:g}" if settings.max_load is not None else None,
+        f"LB_MAX_RESPONSE_MS {settings.max_response_ms}" if settings.max_response_ms is not None else None,
+        "LB_SKIP_SWAPPING " + ("true" if settings.skip_swapping else "false"),
+    ]
+    return f"get_hosts applied {settings.algorithm}, " + ", ".join(limit for limit in limits if limit) + " itself"
 
 
 def decide(settings, algorithm, results, rng, client_key=None):

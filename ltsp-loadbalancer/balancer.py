@@ -9,7 +9,10 @@ Rules:
 - An answer names only servers of SERVERS, by the host the config names them
   (never a port, as get_hosts prints them), best first, on one line; the
   first counts as a login handed out. None usable: ``None`` and the reason
-  (HTTP 503), so get_hosts probes the pool itself.
+  (HTTP 503), so get_hosts probes the pool itself; SERVERS empty says so.
+- A request's own settings (query.py: its limits, algorithm and mac-hash
+  key, as a pool.Ask) apply to its answer alone; a peek answers the same
+  and counts nothing (no login, no failed= report, no answer counted).
 - ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
@@ -35,13 +38,21 @@ from ltsp_lbcore.hostport import format_host_port
 from ltsp_lbcore.ports import ADVERTISE_PORT
 from ltsp_lbcore.states import DOWN
 
-from .pool import USABLE_TIERS, Limits, Pool
+from .pool import NO_ASK, USABLE_TIERS, Limits, Pool
 
 OK, NO_SERVER, UNKNOWN_SERVERS = "ok", "no_usable_server", "unknown_servers"
 
 
 def limits_of(config):
-    return Limits(config.max_response_ms, config.max_load, config.skip_swapping == "true")
+    return Limits(
+        max_load=config.max_load, max_response_ms=config.max_response_ms, skip_swapping=config.skip_swapping == "true"
+    )
+
+
+def empty_reason(config):
+    """The 503 reason while SERVERS is empty: not a poll that has yet to finish, but nothing to poll."""
+    where = f" in {config.path}" if getattr(config, "path", None) else ""
+    return f"SERVERS is empty: nothing to balance (set SERVERS{where}, or --servers)"
 
 
 class Balancer:
@@ -98,30 +109,37 @@ class Balancer:
         for callback in self.on_poll:
             callback(self, now)
 
-    def hosts(self, words, now, failed=None, peer=None):
+    def hosts(self, words, now, failed=None, peer=None, ask=NO_ASK):
         """One login: (line of hosts, None) or (None, reason).
 
         WORDS: the servers a request names, or None. FAILED: its failed= words (the first counts), or
-        None. PEER: the client's address.
+        None. PEER: the client's address. ASK (pool.Ask): the request's own limits, algorithm and key;
+        a peek gets the same answer and counts nothing (no login, no failed= report, no answer).
         """
         pool = self.pool
+        answers = Counter() if ask.peek else self.answers
+        if not pool.servers:
+            answers[NO_SERVER] += 1
+            return None, empty_reason(self.config)
         among = None
         if words is not None:
             among = pool.known(words)
             if not among:
-                self.answers[UNKNOWN_SERVERS] += 1
+                answers[UNKNOWN_SERVERS] += 1
                 return None, "none of the servers named in the request is in this balancer's SERVERS"
         last = ()
         if failed:
             last = pool.known(failed[:1])
-            if last:
+            if last and not ask.peek:
                 pool.report(last, peer, now)
-        order = pool.choose(now, among, last, peer)
+        order = pool.choose(now, among, last, peer, ask)
         if not order:
-            self.answers[NO_SERVER] += 1
+            answers[NO_SERVER] += 1
             if self.pool.polled_at is None:
                 return None, "no poll has finished yet"
-            return None, self.pool.down_reason(among)
+            return None, self.pool.down_reason(among, ask.limits)
+        if ask.peek:
+            return " ".join(map(self.pool.names.__getitem__, order)), None
         self.answers[OK] += 1
         self.handed_out[self.labels[order[0]]] += 1
         return " ".join(map(self.pool.names.__getitem__, order)), None

@@ -11,6 +11,9 @@ Rules:
   a bad file is logged and the running config kept; a good one applies at
   once (SERVERS, ALLOW, POLL_SECONDS, limits...) and starts a poll; LISTEN
   and USER need a restart. SIGTERM and SIGINT stop it (exit 0).
+- Keys that are valid alone but do not work together (config.conflicts:
+  SERVERS empty, POLL_TIMEOUT_MS above POLL_SECONDS...) are one warning
+  each, at start and after each reload.
 - Exit codes: 0 stopped; 2 config error; 1 any other ServiceError (cannot
   bind). One ``ltsp-loadbalancer: error: ...`` line; tracebacks with --debug.
 """
@@ -89,8 +92,7 @@ async def serve(args, balancer, sockets):
     server.add_sockets(sockets)
     for sock in sockets:
         log.info("listening on %s", listeners.describe(sock))
-    if not settings.servers:
-        log.warning("SERVERS is empty: every login is answered 503 (set SERVERS in %s)", settings.path)
+    _warn_conflicts(settings)
     log.info("balancing %s", _describe(settings))
 
     stopped = asyncio.Event()
@@ -104,6 +106,7 @@ async def serve(args, balancer, sockets):
         server.max_clients = new.max_clients
         poller.poll_now()
         log.info("reloaded %s: %s", new.path, _describe(new))
+        _warn_conflicts(new)
 
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, reload)
@@ -115,7 +118,13 @@ async def serve(args, balancer, sockets):
     listeners.notify("STOPPING=1")
     polling.cancel()
     server.stop()
+    server.refusals.flush(float("inf"))  # the refusals counted since their peer's last line
     return 0
+
+
+def _warn_conflicts(settings):
+    for warning in config.conflicts(settings):
+        log.warning("%s", warning)
 
 
 def run(args):

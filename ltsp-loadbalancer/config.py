@@ -160,5 +160,39 @@ _KEYS = (
 SCHEMA = Schema(_KEYS, _HEADER, logging.getLogger(__name__))
 
 
+def _where(settings):
+    path = getattr(settings, "path", None)
+    return f" in {path}" if path else ""
+
+
+def conflicts(settings):
+    """Warnings, one line each, for keys that are valid alone but do not work together (said at start and reload)."""
+    warnings = []
+    if not settings.servers:
+        warnings.append(
+            f"SERVERS is empty: nothing to balance; every login is answered 503 and the thin clients probe "
+            f"the pool themselves (set SERVERS{_where(settings)}, or --servers)"
+        )
+    poll_ms = settings.poll_seconds * 1000
+    if settings.poll_timeout_ms > poll_ms:
+        warnings.append(
+            f"POLL_TIMEOUT_MS {settings.poll_timeout_ms} is above POLL_SECONDS {settings.poll_seconds:g} "
+            f"({poll_ms:.0f} ms): while a server does not answer, every round waits for it and the polls "
+            f"come every {settings.poll_timeout_ms} ms, not every {poll_ms:.0f}; keep POLL_TIMEOUT_MS below"
+        )
+    if settings.login_window_seconds < settings.poll_seconds:
+        warnings.append(
+            f"LOGIN_WINDOW_SECONDS {settings.login_window_seconds:g} is below POLL_SECONDS "
+            f"{settings.poll_seconds:g}: a login handed out stops counting before the next poll can show it, "
+            f"so the logins between two polls pile onto the same servers; keep it several POLL_SECONDS"
+        )
+    if settings.max_response_ms is not None and settings.max_response_ms >= settings.poll_timeout_ms:
+        warnings.append(
+            f"MAX_RESPONSE_MS {settings.max_response_ms} is not below POLL_TIMEOUT_MS "
+            f"{settings.poll_timeout_ms}: a poll slower than POLL_TIMEOUT_MS is Down already, so it skips nothing"
+        )
+    return warnings
+
+
 if __name__ == "__main__":
     print(SCHEMA.render_default_file(), end="")

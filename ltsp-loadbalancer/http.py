@@ -11,16 +11,21 @@ Routes (SPEC.md has the contract):
 
 - ``GET /v1/hosts?servers=H1+H2&mac=M&ip=I&hostname=N`` and the same fields
   as a form-encoded ``POST /v1/hosts``: one line of hosts, ``text/plain``,
-  or 503 with a one-line reason. mac, ip and hostname are accepted and not
-  used: least-full needs no client identity, and none is logged.
+  or 503 with a one-line reason. The client's settings (``algorithm``,
+  ``max_load``, ``max_response_ms``, ``skip_swapping``) and identity
+  (``mac``, ``ip``, ``hostname``: mac-hash's key, never logged) are read
+  by query.py and apply to this answer; its ``X-LTSP-Applied`` header says
+  what was applied. ``peek=1``: the same answer, counting nothing.
   ``failed=HOST`` (get_hosts' retry) is passed on with the client's address
   (the connection's peer: what tells reporters apart, never logged). This route
   is the hot path (HostsRequest, no RequestHandler); the others go through
   Tornado's application and handlers (Router chooses by path).
 - ``GET /v1/pool``: the whole pool as JSON.
 
-Connections: a client outside ALLOW is closed before anything is read;
-beyond MAX_CLIENTS open connections, new ones are closed at once.
+Connections: a client outside ALLOW is closed before anything is read (a
+warning, one per peer a minute, then the count of the rest:
+ltsp_lbcore.refusals); beyond MAX_CLIENTS open connections, new ones are
+closed at once.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from time import monotonic
 import tornado.httpserver
 import tornado.httputil
 import tornado.web
+
+from ltsp_lbcore.refusals import RefusalLog
+
+from . import query as query_module
 
 log = logging.getLogger(__name__)
 
@@ -87,23 +96,22 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
     def finish(self):
         query = self.start_line.path.partition("?")[2]
         if self.start_line.method not in ("GET", "POST"):
-            self._respond(405, "only GET and POST", allow="GET, POST")
+            self._respond(405, "only GET and POST", {"Allow": "GET, POST"})
             return
         fields = urllib.parse.parse_qs(query)
         if self.start_line.method == "POST":
             fields.update(urllib.parse.parse_qs(b"".join(self.body).decode("latin-1")))
-        servers = " ".join(fields.get("servers", ()))
-        words = servers.split() if servers.strip() else None
-        failed = fields.get("failed")
-        if failed:
-            failed = failed[0].split()
-        line, reason = self.balancer.hosts(words, monotonic(), failed, self.connection.context.remote_ip)
+        peer = self.connection.context.remote_ip
+        asked = query_module.from_fields(fields, peer)
+        ask = query_module.with_limits(asked, self.balancer.pool.limits)
+        line, reason = self.balancer.hosts(asked.servers, monotonic(), asked.failed, peer, ask)
+        applied = {"X-LTSP-Applied": query_module.applied(asked)}
         if line is None:
-            self._respond(503, reason)
+            self._respond(503, reason, applied)
         else:
-            self._respond(200, line)
+            self._respond(200, line, applied)
 
-    def _respond(self, status, text, **extra):
+    def _respond(self, status, text, extra=None):
         body = (text + "\n").encode("utf-8")
         headers = tornado.httputil.HTTPHeaders(
             {
@@ -111,7 +119,7 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
                 "Content-Length": str(len(body)),
                 "Cache-Control": "no-store",
                 "X-Content-Type-Options": "nosniff",
-                **{key.title(): value for key, value in extra.items()},
+                **(extra or {}),
             }
         )
         reason = tornado.httputil.responses.get(status, "Unknown")
@@ -197,15 +205,16 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.allow = allow
         self.max_clients = max_clients
         self.open_connections = 0
+        self.refusals = RefusalLog(log)  # one warning per peer a minute, then the count of the rest
 
     def handle_stream(self, stream, address):
         host = address[0] if isinstance(address, tuple) else ""
         if self.allow is not None and not self.allow.allows(host):
-            log.debug("refused %s: not in ALLOW", host)
+            self.refusals.refused(host, "not in ALLOW", monotonic())
             stream.close()
             return
         if self.open_connections >= self.max_clients:
-            log.warning("refused %s: MAX_CLIENTS (%d) connections are open", host, self.max_clients)
+            self.refusals.refused(host, f"MAX_CLIENTS ({self.max_clients}) connections are open", monotonic())
             stream.close()
             return
         self.open_connections += 1

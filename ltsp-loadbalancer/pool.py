@@ -25,16 +25,28 @@ Rules (docs/placement.md measures them):
   land where ours do, since they choose from the same figures by the same
   rule. Alone, the ratio stays near 1 and is taken as 1 (below ALONE_BELOW).
 - **The choice**, with get_hosts' own rules on the accounted figures: every
-  server is judged by ``choose.assess`` (Down, Drain, Swapped, too loaded,
-  too slow are skipped; a rating of 0 after accounting makes it a last
-  resort), and the usable ones are ordered least full after this login
-  first (``choose.fullness_after_one_more``), ties at random. get_hosts
-  draws two at random because each thin client is blind to the others'
-  choices; the balancer sees every login it hands out, so its accounted
-  view is exact between polls and a random draw would only add noise
-  (two-choice here: 1.035 against 1.012 in the 60 s storm).
+  server is judged by ``choose``'s filters (Down, Failing, Drain and WEIGHT 0
+  are skipped, once a poll; Swapped, too loaded and too slow are skipped
+  by the limits in force: the request's own, ``Ask.limits``, else the
+  config's; a rating of 0 after accounting makes it a last resort), and
+  the usable ones are ordered least full after this login first
+  (``choose.fullness_after_one_more``), ties at random. get_hosts draws two
+  at random because each thin client is blind to the others' choices; the
+  balancer sees every login it hands out, so its accounted view is exact
+  between polls and a random draw would only add noise (two-choice here:
+  1.035 against 1.012 in the 60 s storm).
+- **A request's own algorithm** (``Ask.algorithm``, one of
+  ``ORDERED_BY_REQUEST``) orders each tier instead, through get_hosts'
+  ``choose.ALGORITHMS`` on the accounted figures (pending logins counted):
+  mac-hash on ``Ask.client_key`` keeps a client on its server while that
+  server is usable, as get_hosts' own mac-hash does on the same names.
 - Speed: verdicts are computed once per poll; each login re-ranks only the
-  server it was handed to (O(log n)), then the names are joined.
+  server it was handed to (O(log n)), then the names are joined. The
+  servers a request's limits skip are computed once per poll for each
+  distinct set of limits (a site sends a few). A request's algorithm costs
+  O(n) for its candidates.
+- A peek (``Ask.peek``) answers the same order and counts nothing: no
+  login handed out.
 - A request may restrict the pool to servers it names; servers the balancer
   does not know are ignored (never contacted: the balancer polls only its
   own SERVERS).
@@ -61,10 +73,19 @@ from ltsp_lbcore.states import DOWN, FAILING
 
 from .ejection import Outliers
 
-Limits = namedtuple("Limits", "max_response_ms max_load skip_swapping")
-Limits.__doc__ = "The filters of choose.assess (get_hosts' LB_MAX_RESPONSE_MS, LB_MAX_LOAD, LB_SKIP_SWAPPING)."
-
-DEFAULT_LIMITS = Limits(None, None, True)
+# The filters' limits, get_hosts' own: LB_MAX_LOAD, LB_MAX_RESPONSE_MS, LB_SKIP_SWAPPING.
+Limits = choose.Limits
+DEFAULT_LIMITS = Limits(max_load=None, max_response_ms=None, skip_swapping=True)
+Ask = namedtuple("Ask", "limits algorithm client_key peek")
+Ask.__doc__ = """What one request asks beyond the servers: limits (a Limits, or None: the config's),
+algorithm (a name of ORDERED_BY_REQUEST, or None: least full first), client_key (mac-hash's key),
+peek (True: a look, counting nothing)."""
+NO_ASK = Ask(None, None, None, False)
+# The algorithms a request may name that order the balancer's candidates (``loadbalancer`` and none
+# mean its own least-full order; ``fixed`` never asks a balancer).
+ORDERED_BY_REQUEST = frozenset(name for name in choose.ALGORITHMS if name not in ("loadbalancer", "fixed"))
+# Distinct limits whose skipped servers are kept until the next poll.
+LIMITS_CACHE = 64
 # The share estimate (see the rules): a login shows in a sample taken about
 # this long after it was handed out (the client connects in well under a
 # second, the daemon samples every second).
@@ -79,12 +100,14 @@ _INDEX = operator.itemgetter(2)  # a ranking key's server index
 # The tier of servers ejected as outliers (choose's tiers are PREFERRED 0 and LAST_RESORT 1).
 EJECTED = 2
 USABLE_TIERS = (choose.PREFERRED, choose.LAST_RESORT)
+# Every limit open: what a server's own state alone decides (its ranking); the limits apply per request.
+OPEN_LIMITS = choose.Limits(max_load=None, max_response_ms=None, skip_swapping=False)
 
 
 class Server:
     """One server of SERVERS: its latest probe, its pending logins, its verdict."""
 
-    __slots__ = ("entry", "handed_out", "key", "pending", "result", "taken_at", "verdict")
+    __slots__ = ("entry", "handed_out", "key", "pending", "result", "taken_at", "tier", "verdict")
 
     def __init__(self, entry):
         self.entry = entry
@@ -92,7 +115,8 @@ class Server:
         self.taken_at = None  # when the latest document's sample was taken
         self.pending = deque()  # hand-out times of logins not yet in the server's figures
         self.handed_out = deque()  # hand-out times in the last history_seconds (the status page)
-        self.verdict = None
+        self.verdict = None  # as the config's limits judge it (the pool view)
+        self.tier = choose.SKIPPED  # its ranking (None: skipped by its own state, whatever the limits)
         self.key = None  # this server's place in its tier's ranking
 
     @property
@@ -132,6 +156,7 @@ class Pool:
         # Per tier (PREFERRED, LAST_RESORT): sorted [(fullness, tiebreak, index)].
         self._ranked = {choose.PREFERRED: [], choose.LAST_RESORT: [], EJECTED: []}
         self._known_words = {}
+        self._skipped_by = {}  # Limits -> frozenset of the indexes its limit filters skip (until the next poll)
         self._by_name = {}
         for index, server in enumerate(self.servers):
             self._by_name.setdefault(server.entry.host.lower(), []).append(index)
@@ -241,6 +266,7 @@ class Pool:
                 expired.append((index, times))
         for tier in self._ranked.values():
             tier.clear()
+        self._skipped_by.clear()
         for index, server in enumerate(self.servers):
             server.key = None
             self._rank(index, now)
@@ -254,23 +280,26 @@ class Pool:
         self._rank(index, now)
 
     def _rank(self, index, now):
+        """Rank server INDEX by its own state (every limit open); its verdict as the config's limits judge it."""
         server = self.servers[index]
         result = server.result
         if result is None:
-            server.verdict = None
+            server.verdict, server.tier = None, choose.SKIPPED
             self.outliers.set_usable(index, False)
             return
         accounted = server.accounted(self.share_scale)
         if accounted is not result.stats:
             result = result._replace(stats=accounted)
-        verdict = choose.assess(result, self.limits)
+        verdict = choose.assess(result, OPEN_LIMITS)
         tier = verdict.tier
-        self.outliers.set_usable(index, tier is not choose.SKIPPED)
+        limited = None if tier is choose.SKIPPED else choose.rejection(result, self.limits, choose.LIMIT_FILTERS)
+        self.outliers.set_usable(index, tier is not choose.SKIPPED and limited is None)
         if tier is not choose.SKIPPED and index in self.outliers.out:
             if not self.outliers.admits(index, now):
                 tier = EJECTED
             verdict = choose.Verdict(result, FAILING, tier, self.outliers.reason(index, now))
-        server.verdict = verdict
+        server.tier = tier
+        server.verdict = verdict if limited is None else choose.Verdict(result, limited[0], choose.SKIPPED, limited[1])
         if tier is choose.SKIPPED:
             return
         fullness = choose.fullness_after_one_more(server.stats, len(server.pending) * self.share_scale)
@@ -281,7 +310,7 @@ class Pool:
         server = self.servers[index]
         if server.key is None:
             return
-        ranked = self._ranked[server.verdict.tier]
+        ranked = self._ranked[server.tier]
         del ranked[bisect.bisect_left(ranked, server.key)]
         server.key = None
 
@@ -312,39 +341,71 @@ class Pool:
             chosen.update(indexes)
         return sorted(chosen)
 
-    def choose(self, now, among=None, last=(), peer=None):
+    def choose(self, now, among=None, last=(), peer=None, ask=NO_ASK):
         """Server indexes best first for one login (hands the first out), or [] when none is usable.
 
         AMONG: the indexes a request restricts the pool to, or None for all. LAST: indexes that go
         last (the client's failed= servers). PEER: the client's address (a half-open server's trials).
+        ASK: the request's own limits, algorithm and key, and whether it only peeks (an Ask).
         """
         if now >= self.outliers.next_change:
             for index in self.outliers.tick(now):
                 self._rerank_one(index, now)
         allowed = None if among is None else set(among)
+        skipped = self.skipped_by(ask.limits or self.limits)
+        tiers = [self._collect(tier, allowed, skipped) for tier in USABLE_TIERS]
+        if not any(tiers):  # ejected servers rather than no host at all
+            tiers = [self._collect(EJECTED, allowed, skipped)]
         order = []
-        for tier in USABLE_TIERS:
-            self._collect(order, tier, allowed)
-        if not order:  # ejected servers rather than no host at all
-            self._collect(order, EJECTED, allowed)
+        for members in tiers:
+            if ask.algorithm is not None and len(members) > 1:
+                members = self._ordered_by(ask.algorithm, members, ask.client_key)
+            order.extend(members)
         if last and len(order) > 1:
             failed = set(last)
             order = [i for i in order if i not in failed] + [i for i in order if i in failed]
-        if order:
+        if order and not ask.peek:
             self.hand_out(order[0], now, peer)
         return order
 
-    def _collect(self, order, tier, allowed):
-        if allowed is None:
-            order.extend(map(_INDEX, self._ranked[tier]))
-        else:
-            order.extend(key[2] for key in self._ranked[tier] if key[2] in allowed)
+    def _collect(self, tier, allowed, skipped):
+        ranked = self._ranked[tier]
+        if allowed is None and not skipped:
+            return list(map(_INDEX, ranked))
+        return [key[2] for key in ranked if (allowed is None or key[2] in allowed) and key[2] not in skipped]
 
-    def down_reason(self, among=None):
-        """Why no server (of AMONG, or of the pool) is usable, in get_hosts' words (counts per label)."""
+    def skipped_by(self, limits):
+        """Indexes of the servers LIMITS' filters skip (swapping, too loaded, too slow), kept until the next poll."""
+        skipped = self._skipped_by.get(limits)
+        if skipped is None:
+            skipped = frozenset(
+                index
+                for index, server in enumerate(self.servers)
+                if server.stats is not None and choose.rejection(server.result, limits, choose.LIMIT_FILTERS)
+            )
+            if len(self._skipped_by) < LIMITS_CACHE:
+                self._skipped_by[limits] = skipped
+        return skipped
+
+    def _ordered_by(self, algorithm, members, client_key):
+        """MEMBERS (indexes) in the order get_hosts' ALGORITHM gives them on the accounted figures."""
+        candidates = []
+        for index in members:
+            server = self.servers[index]
+            candidates.append(server.result._replace(stats=server.accounted(self.share_scale)))
+        position = {id(candidate): index for candidate, index in zip(candidates, members)}
+        ordered = choose.ALGORITHMS[algorithm](candidates, self.rng, client_key or "")
+        return [position[id(candidate)] for candidate in ordered]
+
+    def down_reason(self, among=None, limits=None):
+        """Why no server (of AMONG, or of the pool) is usable under LIMITS (the config's), in get_hosts' words."""
+        limits = limits or self.limits
         counts = {}
         for server in self.servers if among is None else [self.servers[index] for index in among]:
             label = server.verdict.label if server.verdict is not None else DOWN
+            if server.tier is not choose.SKIPPED and limits != self.limits:
+                limited = choose.rejection(server.result, limits, choose.LIMIT_FILTERS)
+                label = limited[0] if limited else label
             counts[label] = counts.get(label, 0) + 1
         summary = ", ".join(f"{n} {label}" for label, n in counts.items())
         return f"no usable server ({summary})"

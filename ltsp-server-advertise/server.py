@@ -8,7 +8,9 @@ Rules:
   need; the one non-blocking recv before close only empties what a client
   may have sent, so the close is a FIN and not a reset that could destroy
   the document in the client's buffer.
-- A peer outside ALLOW gets the connection closed without a document.
+- A peer outside ALLOW gets the connection closed without a document, and
+  a warning (ltsp_lbcore.refusals: one line per peer a minute, then the
+  count of the rest), so an admin sees a lock-out without --debug.
 - A client that does not take the whole document at once (a full socket
   buffer) is held: registered for writability until WRITE_TIMEOUT_SECONDS,
   then dropped. So is a client that comes before the first sample exists
@@ -45,6 +47,7 @@ import time
 
 from ltsp_lbcore import listeners as listeners_module
 from ltsp_lbcore.allow import AllowList
+from ltsp_lbcore.refusals import RefusalLog
 from ltsp_lbcore.service import reload_config
 
 log = logging.getLogger(__name__)
@@ -98,6 +101,7 @@ class Server:
         self._seq = itertools.count()
         self._famine_until = None  # monotonic time; None when not starving
         self._famine_started = None
+        self._refusals = RefusalLog(log)
         self.apply_config(config)
         advertisement.on_sample = self.wake
         # Counters, for logs and tests.
@@ -165,6 +169,7 @@ class Server:
                 self._run_timers(now)
         finally:
             self._shutdown()
+            self._refusals.flush(float("inf"))  # the refusals counted since their peer's last line
         log.info("stopped: %d served, %d refused, %d timed out", self.served, self.refused, self.timed_out)
         return 0
 
@@ -277,7 +282,7 @@ class Server:
     def _serve(self, conn, family, peer, now):
         if not self._allow.allows(peer[0]):
             self.refused += 1
-            log.debug("refused %s: not in ALLOW", peer[0])
+            self._refusals.refused(peer[0], "not in ALLOW", now)
             conn.close()
             return
         document = self._advertisement.document(now)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 POOL = "127.0.0.1:1 127.0.0.2:1 127.0.0.3:1"  # refused: probing them gives the pool in order
 
 
-def get_hosts(balancers, *args, timeout_ms=500, prefix=()):
+def get_hosts(balancers, *args, timeout_ms=500, prefix=(), more_env=None):
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": str(ROOT),
@@ -36,6 +36,7 @@ def get_hosts(balancers, *args, timeout_ms=500, prefix=()):
         "LB_BALANCER": " ".join(balancers),
         "LB_BALANCER_TIMEOUT": str(timeout_ms),
         "LB_RETRY_SECONDS": "0",  # each run a first login: no memory of the last run's host
+        **(more_env or {}),
     }
     return subprocess.run(
         [*prefix, sys.executable, "-m", "get_hosts", "--explain", *args],
@@ -81,6 +82,51 @@ def test_the_request_names_the_pool_and_asks_to_close(serve):
     [request] = balancer.requests
     assert request.startswith(b"GET /v1/hosts?servers=127.0.0.1:1+127.0.0.2:1+127.0.0.3:1 HTTP/1.0\r\n")
     assert b"Connection: close\r\n" in request
+
+
+def test_the_request_carries_the_settings_the_config_sets_and_the_identity_mac_hash_found(serve):
+    balancer = serve(answer(http(200, b"127.0.0.1\n")))
+    more = {"LB_ALGORITHM": "mac-hash", "LB_MAX_LOAD": "1.5", "LB_SKIP_SWAPPING": "N"}
+    out = get_hosts([f"127.0.0.1:{balancer.port}"], more_env=more)
+    [request] = balancer.requests
+    target = request.split(b" ")[1].decode()
+    path, _query, query = target.partition("?")
+    fields = dict(field.split("=", 1) for field in query.split("&"))
+    assert path == "/v1/hosts" and set(fields) >= {"servers", "algorithm", "max_load", "skip_swapping", "hostname"}
+    assert (fields["algorithm"], fields["max_load"], fields["skip_swapping"]) == ("mac-hash", "1.5", "false")
+    assert "max_response_ms" not in fields  # not set: the balancer's own MAX_RESPONSE_MS applies
+    # An older balancer (no X-LTSP-Applied header): --explain says what it may not have applied.
+    assert "did not say what it applied (an older ltsp-loadbalancer?)" in out.stderr
+    assert "not LB_ALGORITHM mac-hash, LB_MAX_LOAD 1.5, LB_SKIP_SWAPPING false" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("header", "sent", "line"),
+    [
+        ("algorithm=least-full", {}, "balancer B applied its own least-full order, with its own limits"),
+        (
+            "algorithm=mac-hash key=mac max_load=1.5",
+            {"algorithm": "mac-hash", "max_load": "1.5", "mac": "00:1a:2b:3c:4d:01"},
+            "balancer B applied mac-hash (keyed on the mac), LB_MAX_LOAD 1.5 (its own config for the rest)",
+        ),
+        (
+            "algorithm=least-full",
+            {"algorithm": "loadbalancer", "max_response_ms": "-1"},
+            "balancer B applied its own least-full order, with its own limits; not applied: LB_MAX_RESPONSE_MS -1",
+        ),
+        # What a balancer sends is only ever shown escaped.
+        (
+            "algorithm=mac-hash\x1b[31m key=mac",
+            {"algorithm": "mac-hash"},
+            "balancer B applied mac-hash\\x1b[31m (keyed on the mac), with its own limits; "
+            "not applied: LB_ALGORITHM mac-hash",
+        ),
+    ],
+)
+def test_explain_says_what_the_balancer_applied(header, sent, line):
+    from get_hosts.balancer_client import applied_line
+
+    assert applied_line("B", header, sent) == line
 
 
 def test_an_answer_larger_than_the_cap_is_no_answer(serve):

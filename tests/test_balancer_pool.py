@@ -12,9 +12,11 @@ from collections import Counter
 import pytest
 from fakeservers import stats
 from ltsp_loadbalancer import config as balancer_config
+from ltsp_loadbalancer import query
 from ltsp_loadbalancer.balancer import Balancer
-from ltsp_loadbalancer.pool import Pool
+from ltsp_loadbalancer.pool import DEFAULT_LIMITS, ORDERED_BY_REQUEST, Ask, Limits, Pool
 
+from get_hosts import choose
 from get_hosts.probe import ProbeResult
 from get_hosts.settings import PoolEntry
 
@@ -535,3 +537,182 @@ def test_a_reload_keeps_the_standing_of_the_servers_it_keeps():
     assert balancer.pool.servers[1].verdict.label == "Failing"
     assert balancer.pool.outliers.out == {1} and balancer.pool.outliers.usable_count == 2
     assert balancer.ejections == {"a": 1}
+
+
+# --- a request's own settings: one meaning whichever path answers (SPEC.md) --------------------------
+
+
+def loaded(entry, load_per_cpu, **overrides):
+    """A ready server of 8 CPUs whose 1-minute load is LOAD_PER_CPU per CPU."""
+    return up(entry, capacity=100.0, cpu_count=8, load_1min=load_per_cpu * 8, **overrides)
+
+
+def ask(limits=None, algorithm=None, client_key=None, peek=False):
+    return Ask(limits, algorithm, client_key, peek)
+
+
+@pytest.mark.parametrize(
+    ("config", "request_limits", "usable"),
+    [
+        # Nothing asked: the config's limits (none by default but SKIP_SWAPPING).
+        (DEFAULT_LIMITS, None, {"a", "b", "c"}),
+        # The request's LB_MAX_LOAD: skips what get_hosts would skip on the same figures.
+        (DEFAULT_LIMITS, Limits(max_load=1.5, max_response_ms=None, skip_swapping=True), {"a", "b"}),
+        (DEFAULT_LIMITS, Limits(max_load=0.0001, max_response_ms=None, skip_swapping=True), set()),
+        # A config MAX_LOAD applies to requests that carry none, and a request's own replaces it.
+        (Limits(max_load=0.6, max_response_ms=None, skip_swapping=True), None, {"a"}),
+        (Limits(max_load=0.6, max_response_ms=None, skip_swapping=True), DEFAULT_LIMITS, {"a", "b", "c"}),
+        # LB_MAX_RESPONSE_MS on the balancer's poll time; LB_SKIP_SWAPPING false lets the swapping one in.
+        (DEFAULT_LIMITS, Limits(max_load=None, max_response_ms=10, skip_swapping=True), {"a", "c"}),
+        (DEFAULT_LIMITS, Limits(max_load=None, max_response_ms=None, skip_swapping=False), {"a", "b", "c", "d"}),
+    ],
+)
+def test_a_requests_limits_filter_the_balancers_own_figures(config, request_limits, usable):
+    a, b, c, d = pool_entries = entries("a", "b", "c", "d")
+    pool = Pool(pool_entries, random.Random(1), limits=config)
+    results = [
+        loaded(a, 0.5),
+        loaded(b, 1.0)._replace(response_ms=40.0),
+        loaded(c, 2.0),
+        loaded(d, 0.1, swapping=True),
+    ]
+    pool.update(results, now=0.0)
+    order = pool.choose(now=0.1, ask=ask(request_limits))
+    assert {pool.names[i] for i in order} == usable
+    # Each limit means what it means to get_hosts: the same servers choose.choose keeps.
+    kept = choose.choose(results, request_limits or config, choose.order_best_rated, random.Random(1))
+    assert {r.entry.name for r in kept.order} == usable or kept.fallback
+
+
+def test_no_server_passing_the_requests_limits_is_a_503_naming_them():
+    balancer = make_balancer("a b")
+    pool_entries = balancer.entries
+    balancer.polled(pool_entries, [loaded(e, 1.0) for e in pool_entries], now=0.0)
+    strict = Limits(max_load=0.0001, max_response_ms=None, skip_swapping=True)
+    assert balancer.hosts(None, now=0.1, ask=ask(strict)) == (None, "no usable server (2 Busy)")
+    assert balancer.hosts(None, now=0.1)[1] is None  # the next client, without the limit, gets both
+    assert sum(len(s.pending) for s in balancer.pool.servers) == 1
+
+
+def test_mac_hash_through_the_balancer_keeps_a_client_on_the_server_get_hosts_would_pick():
+    pool_entries = entries("app1", "app2", "app3")
+    pool = Pool(pool_entries, random.Random(1))
+    results = [up(e, capacity=100.0) for e in pool_entries]
+    pool.update(results, now=0.0)
+    for mac in ("00:1a:2b:3c:4d:01", "00:1a:2b:3c:4d:02", "lab2-ws7"):
+        own = choose.order_mac_hash(results, None, mac)[0].entry.name  # get_hosts probing itself
+        firsts = {pool.names[pool.choose(now=0.1, ask=ask(algorithm="mac-hash", client_key=mac))[0]] for _ in range(8)}
+        assert firsts == {own}, mac
+    # The balancer's own least-full order (no algorithm) would spread one client's 8 logins over all three.
+    fresh = Pool(pool_entries, random.Random(1))
+    fresh.update(results, now=0.0)
+    assert {fresh.names[fresh.choose(now=0.1)[0]] for _ in range(8)} == {"app1", "app2", "app3"}
+
+
+def test_mac_hash_moves_a_client_only_when_its_server_is_no_longer_usable():
+    a, b = pool_entries = entries("app1", "app2")
+    pool = Pool(pool_entries, random.Random(1))
+    results = [up(a, capacity=5.0), up(b, capacity=100.0)]
+    key = next(f"mac{i}" for i in range(1000) if choose.order_mac_hash(results, None, f"mac{i}")[0].entry == a)
+    pool.update(results, now=0.0)
+    sticky = ask(algorithm="mac-hash", client_key=key)
+    # app1's 5 places fill with this client's logins (pending counted); then app1 is full, a last resort.
+    firsts = [pool.names[pool.choose(now=0.1, ask=sticky)[0]] for _ in range(7)]
+    assert firsts == ["app1"] * 5 + ["app2"] * 2
+    pool.update([up(a, state="drain"), up(b, capacity=100.0)], now=40.0)  # drained: the key moves
+    assert pool.names[pool.choose(now=40.1, ask=sticky)[0]] == "app2"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "expected_first"),
+    [
+        # Figures: a rates 10 (of 10), b 7.5 (of 99.5, 92 used): a is best-rated until 3 pending logins
+        # bring it to 7; least full (no algorithm) keeps a, 40 % full then, where b would be 93 %.
+        ("best-rated", ["a", "a", "a", "b"]),
+        (None, ["a", "a", "a", "a"]),
+    ],
+)
+def test_a_requests_algorithm_orders_the_accounted_figures(algorithm, expected_first):
+    a, b = pool_entries = entries("a", "b")
+    pool = Pool(pool_entries, random.Random(1))
+    pool.update([up(a, sessions=0, capacity=10.0), up(b, sessions=92, capacity=99.5)], now=0.0)
+    firsts = [pool.names[pool.choose(now=0.1, ask=ask(algorithm=algorithm))[0]] for _ in range(4)]
+    assert firsts == expected_first
+
+
+def test_every_request_algorithm_answers_a_permutation_of_the_usable_servers():
+    pool_entries = entries("a", "b", "c", "d")
+    pool = Pool(pool_entries, random.Random(1))
+    pool.update([up(pool_entries[0]), down(pool_entries[1]), up(pool_entries[2]), up(pool_entries[3])], now=0.0)
+    for name in sorted(ORDERED_BY_REQUEST):
+        order = pool.choose(now=0.1, ask=ask(algorithm=name, client_key="k"))
+        assert sorted(order) == [0, 2, 3], name
+
+
+def test_a_peek_answers_the_same_and_counts_nothing():
+    balancer = make_balancer("a b c")
+    pool_entries = balancer.entries
+    balancer.polled(pool_entries, [up(e, capacity=100.0) for e in pool_entries], now=0.0)
+    peek = ask(peek=True)
+    looks = {balancer.hosts(None, now=0.1, ask=peek)[0] for _ in range(50)}
+    line, _ = balancer.hosts(None, now=0.1)
+    assert looks == {line}  # the login gets what every peek saw: peeks moved nothing
+    # 50 peeks: no pending login, no answer counted, no hand-out; the one login counts once.
+    assert sum(len(s.pending) for s in balancer.pool.servers) == 1
+    assert balancer.answers == {"ok": 1}
+    for peer in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        balancer.hosts(None, now=0.2, failed=["a"], peer=peer, ask=peek)
+    assert balancer.pool.outliers.out == set() and not balancer.pool.outliers.health[0].reporters
+
+
+def test_an_empty_servers_says_so_instead_of_waiting_for_a_poll():
+    balancer = make_balancer("")
+    assert balancer.hosts(None, now=0.0) == (None, "SERVERS is empty: nothing to balance (set SERVERS, or --servers)")
+    assert balancer.hosts(["app1"], now=5.0)[1].startswith("SERVERS is empty: nothing to balance")
+
+
+@pytest.mark.parametrize(
+    ("fields", "algorithm", "key", "overrides", "peek", "applied"),
+    [
+        ({}, None, None, {}, False, "algorithm=least-full"),
+        ({"algorithm": ["loadbalancer"]}, None, None, {}, False, "algorithm=least-full"),
+        ({"algorithm": ["fixed"]}, None, None, {}, False, "algorithm=least-full"),  # fixed never asks
+        ({"algorithm": ["nonsense"]}, None, None, {}, False, "algorithm=least-full"),
+        # mac-hash's key in get_hosts' order: MAC (any case, - or :), else hostname, else IP, else the peer.
+        (
+            {"algorithm": ["Mac-Hash"], "mac": ["00-1A-2B-3C-4D-01"], "hostname": ["ws7"]},
+            "mac-hash",
+            "00:1a:2b:3c:4d:01",
+            {},
+            False,
+            "algorithm=mac-hash key=mac",
+        ),
+        ({"algorithm": ["mac-hash"], "mac": ["garbage"], "hostname": ["ws7"]}, "mac-hash", "ws7", {}, False, None),
+        ({"algorithm": ["mac-hash"], "ip": ["10.0.0.7"]}, "mac-hash", "10.0.0.7", {}, False, None),
+        ({"algorithm": ["mac-hash"]}, "mac-hash", "192.0.2.9", {}, False, "algorithm=mac-hash key=peer"),
+        # Limits through get_hosts' own converters; a bad value is not applied.
+        (
+            {"max_load": ["0.0001"], "max_response_ms": ["none"], "skip_swapping": ["N"]},
+            None,
+            None,
+            {"max_load": 0.0001, "max_response_ms": None, "skip_swapping": False},
+            False,
+            "algorithm=least-full max_load=0.0001 max_response_ms=none skip_swapping=false",
+        ),
+        ({"max_load": ["lots"], "max_response_ms": ["-3"]}, None, None, {}, False, "algorithm=least-full"),
+        ({"peek": ["1"]}, None, None, {}, True, "algorithm=least-full"),
+        ({"peek": ["0"]}, None, None, {}, False, "algorithm=least-full"),
+    ],
+)
+def test_a_request_is_read_with_get_hosts_meanings(fields, algorithm, key, overrides, peek, applied):
+    asked = query.from_fields(fields, peer="192.0.2.9")
+    assert (asked.ask.algorithm, asked.ask.client_key, asked.overrides, asked.ask.peek) == (
+        algorithm,
+        key,
+        overrides,
+        peek,
+    )
+    if applied is not None:
+        assert query.applied(asked) == applied
+    limits = query.with_limits(asked, DEFAULT_LIMITS).limits
+    assert limits == (DEFAULT_LIMITS._replace(**overrides) if overrides else None)

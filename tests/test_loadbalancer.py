@@ -351,3 +351,94 @@ def test_hosts_takes_get_and_post_only(conf_dir, procs):
     balancer = procs(Balancer(conf).start())
     assert balancer.request("PUT", "/v1/hosts", body="servers=127.0.9.1") == (405, "only GET and POST\n")
     assert balancer.request("GET", "/v1/nowhere")[0] == 404  # everything else goes to Tornado's application
+
+
+# --- one meaning for every setting, whichever path answers (SPEC.md) --------------------------------
+
+
+@pytest.fixture
+def figures(conf_dir, procs, serve):
+    """Two fake daemons with known figures (127.0.9.21: 0.5 load per CPU, .22: 2.0), a balancer polling them."""
+    from fakeservers import document, send
+
+    # Room for every login of a test (rating 200): a full server would be a last resort, and mac-hash moves off it.
+    light = serve(send(document(cpu_count=8, load_1min=4.0, rating=200.0, capacity=200.0)), host="127.0.9.21")
+    heavy = serve(send(document(cpu_count=8, load_1min=16.0, rating=200.0, capacity=200.0)), host="127.0.9.22")
+    pool = f"{light.pool_word} {heavy.pool_word}"
+    conf = write(conf_dir / "balancer.conf", "POLL_SECONDS = 0.3\nPOLL_TIMEOUT_MS = 250\n")
+    balancer = procs(Balancer(conf, servers=pool).start())
+    balancer.wait_polls(1)
+    host, port = balancer.address
+    return balancer, {"LB_SERVERS": pool, "LB_BALANCER": f"{host}:{port}"}
+
+
+def test_mac_hash_stays_sticky_through_the_balancer_on_the_server_get_hosts_would_pick(figures):
+    balancer, env = figures
+    firsts = Counter(get_hosts({**env, "LB_ALGORITHM": "mac-hash"})[0].stdout.split()[0] for _ in range(8))
+    own = get_hosts({"LB_SERVERS": env["LB_SERVERS"], "LB_ALGORITHM": "mac-hash"})[0].stdout.split()[0]
+    assert firsts == {own: 8}  # 8 logins, one server, the one the client picks itself (was 4/4)
+    out, _ms = get_hosts({**env, "LB_ALGORITHM": "mac-hash"}, "--explain")
+    assert "applied mac-hash (keyed on the hostname), with its own limits" in out.stderr
+    assert "probing the pool itself" not in out.stderr
+    # A MAC sent by the client is the key: 8 logins from one MAC land on one server, another MAC's may differ.
+    for mac in ("00:1a:2b:3c:4d:01", "00:1a:2b:3c:4d:02"):
+        lines = {balancer.request("GET", f"/v1/hosts?algorithm=mac-hash&mac={mac}")[1] for _ in range(8)}
+        assert len(lines) == 1, lines
+    assert not [line for line in balancer.lines if "00:1a:2b" in line or "mac" in line.lower()]  # never logged
+
+
+def test_lb_max_load_filters_through_the_balancer_and_explain_says_who_applied_it(figures):
+    balancer, env = figures
+    out, _ms = get_hosts({**env, "LB_MAX_LOAD": "1"}, "--explain")
+    assert out.returncode == 0 and out.stdout == "127.0.9.21\n"  # the balancer's answer (was both)
+    assert "applied its own least-full order, LB_MAX_LOAD 1 (its own config for the rest)" in out.stderr
+    out, _ms = get_hosts({**env, "LB_MAX_LOAD": "0.0001"}, "--explain")
+    assert "answered 503: no usable server (2 Busy)" in out.stderr
+    assert "get_hosts applied two-choice, LB_MAX_LOAD 0.0001, LB_SKIP_SWAPPING true itself" in out.stderr
+    assert "warning: no usable server (2 Busy); using the whole pool in configured order" in out.stderr
+    status, body = balancer.request("GET", "/v1/hosts?max_load=0.0001")
+    assert (status, body) == (503, "no usable server (2 Busy)\n")
+
+
+def test_fixed_never_asks_a_balancer(serve):
+    from fakeservers import answer, http
+
+    fake = serve(answer(http(200, b"127.0.9.1\n")))
+    env = {"LB_SERVERS": "127.0.9.1 127.0.9.2", "LB_BALANCER": fake.pool_word}
+    out, _ms = get_hosts({**env, "LB_ALGORITHM": "fixed"}, "--explain")
+    assert out.stdout == "127.0.9.1 127.0.9.2\n" and "(no balancer is asked)" in out.stderr
+    assert fake.connections == 0
+    assert get_hosts({**env, "LB_ALGORITHM": "random"})[0].stdout == "127.0.9.1\n"
+    assert fake.connections == 1  # the fake does answer, when asked
+
+
+def test_a_peek_is_not_a_login(site):
+    import json
+
+    balancer, _daemons, _tmp = site
+
+    def handed_out():
+        rows = json.loads(balancer.request("GET", "/v1/pool")[1])["servers"]
+        return sum(row["handed_out_5min"] + row["pending"] for row in rows)
+
+    looks = {balancer.request("GET", "/v1/hosts?peek=1&failed=127.0.9.1") for _ in range(20)}
+    assert len(looks) == 1 and looks.pop()[0] == 200
+    assert handed_out() == 0
+    assert balancer.request("GET", "/v1/hosts")[0] == 200
+    assert handed_out() == 2  # one hand-out, pending until the figures show it
+
+
+def test_settings_that_cannot_work_together_warn_at_start_and_on_reload(conf_dir, procs):
+    conf = write(conf_dir / "b.conf", "POLL_SECONDS = 1\nPOLL_TIMEOUT_MS = 3000\n")
+    balancer = procs(Balancer(conf).start())
+    (line,) = balancer.wait_for(r"POLL_TIMEOUT_MS 3000 is above POLL_SECONDS 1")
+    assert "WARNING" in line and "keep POLL_TIMEOUT_MS below" in line
+    balancer.wait_for(r"SERVERS is empty: nothing to balance")
+    assert balancer.request("GET", "/v1/hosts") == (
+        503,
+        f"SERVERS is empty: nothing to balance (set SERVERS in {conf}, or --servers)\n",
+    )
+    write(conf, "SERVERS = 127.0.9.1:3377\nPOLL_SECONDS = 2\nLOGIN_WINDOW_SECONDS = 1\n")
+    balancer.proc.send_signal(signal.SIGHUP)
+    balancer.wait_for(r"LOGIN_WINDOW_SECONDS 1 is below POLL_SECONDS 2")
+    assert len([line for line in balancer.lines if "POLL_TIMEOUT_MS 3000" in line]) == 1  # fixed: not said again
