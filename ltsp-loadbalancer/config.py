@@ -87,7 +87,7 @@ _KEYS = (
         "1000",
         whole_number(50, 60_000),
         "How long one poll waits for a server's document, in milliseconds; a server that has not "
-        "answered by then is Down until the next poll. Keep it below POLL_SECONDS.",
+        "answered by then is Down until the next poll. Keep it below POLL_SECONDS (a warning says so).",
     ),
     Key(
         "LOGIN_WINDOW_SECONDS",
@@ -101,27 +101,32 @@ _KEYS = (
         "SKIP_SWAPPING",
         "true",
         choice("true", "false"),
-        "Skip servers that are actively swapping, as get_hosts' LB_SKIP_SWAPPING.",
+        "Skip servers that are actively swapping, as get_hosts' LB_SKIP_SWAPPING. A client whose "
+        "configuration sets LB_SKIP_SWAPPING has its own applied to its logins instead.",
     ),
     Key(
         "MAX_LOAD",
         "none",
         optional_load,
-        "Skip servers whose load average per CPU is above this (a decimal such as 1.5), as LB_MAX_LOAD.",
+        "Skip servers whose load average per CPU is above this (a decimal such as 1.5), as LB_MAX_LOAD. "
+        "A client whose configuration sets LB_MAX_LOAD has its own applied to its logins instead.",
     ),
     Key(
         "MAX_RESPONSE_MS",
         "none",
         optional_milliseconds,
-        "Skip servers whose poll took longer than this many milliseconds, as LB_MAX_RESPONSE_MS.",
+        "Skip servers whose poll took longer than this many milliseconds, as LB_MAX_RESPONSE_MS. A client "
+        "whose configuration sets LB_MAX_RESPONSE_MS has its own applied to its logins instead. Keep it "
+        "below POLL_TIMEOUT_MS (a slower poll is Down already).",
     ),
     Key(
         "ALLOW",
         "0.0.0.0/0 ::/0",
         networks,
         "Client networks that may ask, separated by spaces (CIDR, e.g. 192.168.67.0/24 fd00::/8). "
-        "Other clients have the connection closed before anything is read. The default lets "
-        "everyone ask.",
+        "Other clients have the connection closed before anything is read, and a warning in the log "
+        "(one per client a minute, then how many more). Keep the boot server itself (127.0.0.0/8 ::1) "
+        "to use the status page and curl there. The default lets everyone ask.",
     ),
     Key(
         "LISTEN",

@@ -93,7 +93,8 @@ _KEYS = (
         networks,
         "Client networks that may ask, separated by spaces (CIDR, e.g. 192.168.67.0/24 "
         "fd00::/8; a single address is a /32 or /128). Other clients have the "
-        "connection closed without a document. The default lets everyone ask.",
+        "connection closed without a document, and a warning in the log (one per client a minute, "
+        "then how many more). The default lets everyone ask.",
     ),
     Key(
         "LISTEN",
