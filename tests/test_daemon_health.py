@@ -9,8 +9,8 @@ import signal
 import socket
 import time
 
+from daemon_io import fetch, valid, write_conf
 from services import Daemon
-from test_daemon import fetch, valid, write_conf
 
 
 def free_port():
