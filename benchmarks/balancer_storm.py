@@ -19,7 +19,8 @@ Figures (targets in brackets):
   loop: latency counted from each request's scheduled time, so a stall is
   not hidden) [closed loop >= 3,000/s, p99 <= 20 ms];
 - both for the whole pool (a 1,000-name answer) and for a get_hosts-sized
-  request (servers= naming 30 of them);
+  request (servers= naming 30 of them), and that request with mac-hash
+  and a MAC (the balancer orders the 30 by rendezvous hashing);
 - the balancer's peak RSS [<= 80 MiB] and the CPU its polling costs with no
   requests [<= 10 % of one core];
 - ratio: one login through the balancer against get_hosts probing the 1,000
@@ -261,7 +262,12 @@ def main():
         print(f"polling {args.servers} servers every 2 s, no requests: {poll_cpu:.1f} % of one core  [<= 10 %]")
 
         subset = "+".join(f"{address}:{PORT}" for address in servers[:: max(1, len(servers) // 30)][:30])
-        rows = [("whole pool", "/v1/hosts"), ("30 servers named", f"/v1/hosts?servers={subset}")]
+        rows = [
+            ("whole pool", "/v1/hosts"),
+            ("30 servers named", f"/v1/hosts?servers={subset}"),
+            # LB_ALGORITHM=mac-hash: the balancer hashes on the MAC (a balancer before issue 19 ignored it).
+            ("30 named, mac-hash", f"/v1/hosts?servers={subset}&algorithm=mac-hash&mac=00:1a:2b:3c:4d:01"),
+        ]
         print()
         generator = "wrk" if shutil.which("wrk") else "the Python generator (no wrk here)"
         print(f"closed loop: {CLIENTS} clients back to back, {generator}; open loop: the Python generator")

@@ -161,6 +161,26 @@ def order_weighted(candidates, rng, client_key=None):
     return sorted(candidates, key=key, reverse=True)
 
 
+_FNV_OFFSET, _FNV_PRIME, _MASK64 = 0xCBF29CE484222325, 0x100000001B3, 0xFFFFFFFFFFFFFFFF
+
+
+def _fnv1a(value, text):
+    """64-bit FNV-1a of TEXT's UTF-8, continued from state VALUE (a shared prefix is hashed once)."""
+    for byte in text.encode("utf-8", "surrogateescape"):
+        value = ((value ^ byte) * _FNV_PRIME) & _MASK64
+    return value
+
+
+def _unit(value):
+    """murmur3's fmix64 of an FNV state, as a float in (0, 1)."""
+    value ^= value >> 33
+    value = (value * 0xFF51AFD7ED558CCD) & _MASK64
+    value ^= value >> 33
+    value = (value * 0xC4CEB9FE1A85EC53) & _MASK64
+    value ^= value >> 33
+    return ((value >> 11) + 0.5) / 9007199254740992.0  # 53 bits, never 0 or 1
+
+
 def unit_hash(text):
     """A stable uniform float in (0, 1) from TEXT: 64-bit FNV-1a, then murmur3's fmix64.
 
@@ -168,24 +188,18 @@ def unit_hash(text):
     finaliser spreads every input bit over the output, so near-identical
     MACs land far apart. Stable across runs, machines and Python versions.
     """
-    value = 0xCBF29CE484222325
-    for byte in text.encode("utf-8", "surrogateescape"):
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    value ^= value >> 33
-    value = (value * 0xFF51AFD7ED558CCD) & 0xFFFFFFFFFFFFFFFF
-    value ^= value >> 33
-    value = (value * 0xC4CEB9FE1A85EC53) & 0xFFFFFFFFFFFFFFFF
-    value ^= value >> 33
-    return ((value >> 11) + 0.5) / 9007199254740992.0  # 53 bits, never 0 or 1
+    return _unit(_fnv1a(_FNV_OFFSET, text))
 
 
-def rendezvous_score(client_key, entry, weight):
+def rendezvous_score(client_key, entry, weight, _prefix=None):
     """Weighted rendezvous (HRW) score of one server for one client: -w / ln(h).
 
     h hashes the client key with the pool entry's name and port (two servers
-    on one host differ by port). Higher is better.
+    on one host differ by port): unit_hash(f"{client_key}\n{name}\n{port}").
+    Higher is better. _PREFIX: the FNV state of f"{client_key}\n", when known.
     """
-    h = unit_hash(f"{client_key}\n{entry.name}\n{entry.port}")
+    prefix = _fnv1a(_FNV_OFFSET, f"{client_key}\n") if _prefix is None else _prefix
+    h = _unit(_fnv1a(prefix, f"{entry.name}\n{entry.port}"))
     return -weight / math.log(h)
 
 
@@ -200,10 +214,13 @@ def order_mac_hash(candidates, rng=None, client_key=""):
     with weight 0) by pool name.
     """
 
+    prefix = _fnv1a(_FNV_OFFSET, f"{client_key}\n")  # the key's bytes once, not once per server
+
     def key(candidate):
         stats = candidate.stats
         weight = 100 if stats is None else (stats.capacity if stats.capacity is not None else stats.weight)
-        return (-rendezvous_score(client_key, candidate.entry, weight), candidate.entry.name, candidate.entry.port)
+        score = rendezvous_score(client_key, candidate.entry, weight, prefix)
+        return (-score, candidate.entry.name, candidate.entry.port)
 
     return sorted(candidates, key=key)
 

@@ -84,6 +84,9 @@ NO_ASK = Ask(None, None, None, False)
 # The algorithms a request may name that order the balancer's candidates (``loadbalancer`` and none
 # mean its own least-full order; ``fixed`` never asks a balancer).
 ORDERED_BY_REQUEST = frozenset(name for name in choose.ALGORITHMS if name not in ("loadbalancer", "fixed"))
+# Request algorithms that read no figure the accounting changes (rating, sessions): mac-hash weighs by
+# capacity, random by nothing. Their candidates skip the accounted copy (half of mac-hash's cost here).
+READS_NO_ACCOUNTING = frozenset({"mac-hash", "random"})
 # Distinct limits whose skipped servers are kept until the next poll.
 LIMITS_CACHE = 64
 # The share estimate (see the rules): a login shows in a sample taken about
@@ -390,9 +393,13 @@ class Pool:
     def _ordered_by(self, algorithm, members, client_key):
         """MEMBERS (indexes) in the order get_hosts' ALGORITHM gives them on the accounted figures."""
         candidates = []
+        accounting = algorithm not in READS_NO_ACCOUNTING
         for index in members:
             server = self.servers[index]
-            candidates.append(server.result._replace(stats=server.accounted(self.share_scale)))
+            result = server.result
+            if accounting and server.pending:
+                result = result._replace(stats=server.accounted(self.share_scale))
+            candidates.append(result)
         position = {id(candidate): index for candidate, index in zip(candidates, members)}
         ordered = choose.ALGORITHMS[algorithm](candidates, self.rng, client_key or "")
         return [position[id(candidate)] for candidate in ordered]

@@ -312,4 +312,5 @@ def test_status_takes_a_good_balancers_pool_and_warns_of_the_bad_one(serve):
     ]
     assert f"the pool as balancer 127.0.0.1:{good.port} sees it" in out.stderr
     states = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines()[1:]}
-    assert states == {"127.0.0.2": "Idle", "127.0.0.1": "Down", "127.0.0.3": "Down"}
+    # The pool's port 1 is not LB_PORT's 377: --status names each row host:port.
+    assert states == {"127.0.0.2:1": "Idle", "127.0.0.1:1": "Down", "127.0.0.3:1": "Down"}
