@@ -30,7 +30,10 @@ the connection gets GRACE_UNREACHED_MIN_MS, 75 ms), stalled <= +300 ms (one
 that took it gets at least GRACE_MIN_MS, 250 ms: get_hosts/probe.py).
 --strict exits 1 when one is missed.
 
-    .venv/bin/python benchmarks/probe_latency.py [--runs 7] [--strict] [--balancer]
+    .venv/bin/python benchmarks/probe_latency.py [--runs 7] [--strict] [--balancer] [--python PATH]
+
+--python runs get_hosts (and the bare start-up it is measured above) with
+another interpreter: a thin client's python3, e.g. pyenv's 3.6.
 """
 
 from __future__ import annotations
@@ -283,6 +286,13 @@ def main():
     parser.add_argument("--runs", type=int, default=7, help="runs per row, median reported (default 7)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument(
+        "--python",
+        default=sys.executable,
+        metavar="PATH",
+        help="the interpreter get_hosts runs with, as a thin client's python3 (e.g. pyenv's 3.6); the "
+        "bare start-up is measured with it too (default: this one)",
+    )
+    parser.add_argument(
         "--balancer", action="store_true", help="also the 30 live servers through a real ltsp-loadbalancer"
     )
     args = parser.parse_args()
@@ -343,11 +353,11 @@ def main():
                 cases += [("balancer", "30 live via balancer"), ("balancer-mac", "  the same, mac-hash")]
         base_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": ROOT, "LTS_CONF": lts_conf}
         base_env["LB_RETRY_SECONDS"] = "0"  # each run a first login
-        command = [sys.executable, "-m", "get_hosts"]
+        command = [args.python, "-m", "get_hosts"]
 
-        bare_ms, _ = median_ms([sys.executable, "-c", "pass"], base_env, args.runs)
+        bare_ms, _ = median_ms([args.python, "-c", "pass"], base_env, args.runs)
         rows = []
-        ldm_live, _ = median_ms([sys.executable, "-c", SEQUENTIAL, *map(word, live)], base_env, args.runs)
+        ldm_live, _ = median_ms([args.python, "-c", SEQUENTIAL, *map(word, live)], base_env, args.runs)
         ldm_live -= bare_ms
         for key, label in cases:
             if key == "off" and off_note:
@@ -378,6 +388,7 @@ def main():
 
     print(f"\nprobe_latency: get_hosts as a whole process, median of {args.runs} runs, {os.cpu_count()} CPUs")
     print(f"live servers: {source}")
+    print(f"get_hosts runs with {args.python}")
     print(f"bare interpreter start-up (python -c pass): {bare_ms:.1f} ms; figures below are above it\n")
     print(f"{'pool':26}{'get_hosts':>11}{'target':>9}{'LDM way':>11}{'ratio':>8}  how LDM's way was obtained")
     missed = []
