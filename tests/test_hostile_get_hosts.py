@@ -203,7 +203,8 @@ def test_a_hostile_pool_document_is_one_warning_and_the_pool_is_probed(tmp_path,
     if mode == "--status":
         lines = out.stdout.decode().splitlines()
         assert lines[0].split()[:2] == ["HOST", "STATE"]
-        assert [line.split()[:2] for line in lines[1:]] == [["127.0.0.1", "Down"], ["127.0.0.2", "Down"]]
+        # Port 1 is not LB_PORT: --status names each entry with its port, as the pool does.
+        assert [line.split()[:2] for line in lines[1:]] == [["127.0.0.1:1", "Down"], ["127.0.0.2:1", "Down"]]
     else:
         document = json.loads(out.stdout, parse_constant=lambda name: pytest.fail(f"{name} in --json's output"))
         assert [(s["host"], s["state"]) for s in document["servers"]] == [("127.0.0.1", "Down"), ("127.0.0.2", "Down")]
