@@ -372,9 +372,10 @@ class _PollLoop:
     unsettled (None) instead of giving them up.
     """
 
-    def __init__(self, round_, conversations=None, first_wins=False):
+    def __init__(self, round_, conversations=None, first_wins=False, resolver=None):
         self.round = round_
         self.first_wins = first_wins
+        self.new_resolver = resolver or _Resolver
         self.poller = select.poll()
         self.by_fd = {}
         self.waiting = []  # connected nowhere yet: out of file descriptors (next wave)
@@ -553,7 +554,7 @@ class _PollLoop:
                 self.connect_next(probe)
         try:
             if names:
-                resolver = _Resolver(names)
+                resolver = self.new_resolver(names)
                 self.poller.register(resolver.read_fd, select.POLLIN)
             while self.round.pending and not (self.first_wins and self.round.last_answer is not None):
                 now = monotonic()
@@ -594,17 +595,19 @@ class _PollLoop:
             self.round.give_up(probe.index, probe.phase, probe.nbytes, monotonic(), grace)
 
 
-def probe_pool(entries, timeout_ms, straggler=True):
+def probe_pool(entries, timeout_ms, straggler=True, resolver=None):
     """Probe every entry at once; return a list of ProbeResult in pool order.
 
     entries: PoolEntry-like objects with .host and .port (port None means 377).
     timeout_ms: the one deadline for resolving, connecting and reading.
     straggler: apply the straggler rule (one login); False waits for every
     server until the deadline (a periodic poller).
+    resolver: called with the probes whose host is a name, returns an object
+    like _Resolver (read_fd, drain, close); None: a thread per name (one login).
     Never raises for anything a server does; every entry gets a result.
     """
     round_ = ProbeRound(entries, monotonic(), timeout_ms, straggler)
-    _PollLoop(round_).run()
+    _PollLoop(round_, resolver=resolver).run()
     return round_.results
 
 

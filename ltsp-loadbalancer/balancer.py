@@ -16,6 +16,8 @@ Rules:
 - ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
+- Figures older than ``stale_after`` (a few rounds: polling has stopped)
+  are not answered from: 503 with their age, so get_hosts probes itself.
 - ``failed=HOST`` (get_hosts' retry): HOST goes last in this answer and is
   one failure report from this client (by its address) for outlier
   ejection (ejection.py); hosts outside SERVERS are ignored. Only the first
@@ -40,13 +42,18 @@ from ltsp_lbcore.states import DOWN
 
 from .pool import NO_ASK, USABLE_TIERS, Limits, Pool
 
-OK, NO_SERVER, UNKNOWN_SERVERS = "ok", "no_usable_server", "unknown_servers"
+OK, NO_SERVER, UNKNOWN_SERVERS, STALE = "ok", "no_usable_server", "unknown_servers", "stale_figures"
 
 
 def limits_of(config):
     return Limits(
         max_load=config.max_load, max_response_ms=config.max_response_ms, skip_swapping=config.skip_swapping == "true"
     )
+
+
+def stale_after(config):
+    """Seconds after the latest poll when its figures are too old to answer from: a few rounds missed."""
+    return 3 * config.poll_seconds + config.poll_timeout_ms / 1000.0
 
 
 def empty_reason(config):
@@ -121,6 +128,11 @@ class Balancer:
         if not pool.servers:
             answers[NO_SERVER] += 1
             return None, empty_reason(self.config)
+        polled_at = pool.polled_at
+        if polled_at is not None and now - polled_at > stale_after(self.config):
+            # Polling has stopped (poller.py logs why): dead servers would still look Idle.
+            answers[STALE] += 1
+            return None, f"the latest poll finished {now - polled_at:.0f} s ago: polling has stopped (see the log)"
         among = None
         if words is not None:
             among = pool.known(words)
@@ -174,6 +186,7 @@ class Balancer:
             "servers": rows,
             "poll_seconds": self.config.poll_seconds,
             "last_poll_age_ms": None if polled_at is None else round((now - polled_at) * 1000),
+            "stale_after_ms": round(stale_after(self.config) * 1000),  # older figures: /v1/hosts answers 503
             "polls": self.polls,
         }
 
