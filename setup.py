@@ -31,6 +31,9 @@ setup(
     python_requires=">=3.6",
     packages=["ltsp_lbcore", "get_hosts", "ltsp_server_advertise", "ltsp_loadbalancer", "ltsp_update_sshkeys"],
     package_dir={"ltsp_server_advertise": "ltsp-server-advertise", "ltsp_loadbalancer": "ltsp-loadbalancer"},
+    # The status page's templates, script and style: read at start by statuspage.py (Radicale ships its
+    # web UI the same way). pybuild installs package data into dist-packages with the code.
+    package_data={"ltsp_loadbalancer": ["templates/*.html", "static/*.css", "static/*.js"]},
     scripts=["ltsp-update-sshkeys"],
     install_requires=["psutil", "lxml", "tornado", "prometheus_client"],
     extras_require={"client": ["netifaces"]},

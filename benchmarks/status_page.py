@@ -9,14 +9,16 @@ ltsp-loadbalancer polling them every 2 s (its defaults otherwise).
 
 - the page in headless Chromium (when /usr/bin/chromium and chromedriver
   are there): time from navigation to the server's table on screen (the
-  page's own mark after the first frame), and one refresh from /v1/pool
-  (fetch and update of the 1,000 rows, without reloading);
-- ``/`` and ``/metrics`` answer times, and /v1/pool and /v1/history for
-  reference: median and p99 over REQUESTS sequential requests;
+  page's own mark after the first frame), and one refresh from
+  /status/rows (fetch of the rows the server rendered, and the update of
+  the 1,000 rows in place, without reloading);
+- ``/``, ``/status/rows`` and ``/metrics`` answer times, and /v1/pool and
+  /v1/history for reference: median and p99 over REQUESTS sequential
+  requests;
 - ``/v1/hosts`` (one login, the whole pool) latency alone, then while a
   second process fetches ``/`` and ``/metrics`` back to back (the worst
   case: a scrape always running), then with a realistic admin load (four
-  open pages refreshing from /v1/pool every 2 s and Prometheus scraping
+  open pages refreshing from /status/rows every 2 s and Prometheus scraping
   every 5 s); ratios to the first;
 - the balancer's RSS at the end (its budget: 80 MiB).
 
@@ -73,16 +75,14 @@ if mode == "continuous":
     while True:
         get("/")
         get("/metrics")
-else:  # pages refreshing every 2 s, Prometheus every 5 s
+else:  # pages refreshing every 2 s (as their script does), Prometheus every 5 s
     pages, tick = int(mode), 0
     get("/")
     while True:
         for _ in range(pages):
-            get("/v1/pool")
+            get("/status/rows")
         if tick % 5 == 0:
             get("/metrics")
-        if tick % 30 == 0:
-            get("/v1/history")
         tick += 2
         time.sleep(2)
 """
@@ -269,13 +269,13 @@ def run(args):
             print(
                 f"page in headless Chromium: whole table drawn {statistics.median(drawn):.2f} s after navigation "
                 f"(median of {len(drawn)}, worst {max(drawn):.2f} s), first rows painted at "
-                f"{statistics.median(first):.2f} s; one refresh from /v1/pool {refresh * 1000:.0f} ms"
+                f"{statistics.median(first):.2f} s; one refresh from /status/rows {refresh * 1000:.0f} ms"
             )
 
         print(f"balancer RSS after the browser: {balancer.rss_mib():.1f} MiB")
         connection.close()  # idle past CLIENT_TIMEOUT_SECONDS while the browser ran: the balancer closed it
         connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        for path in ("/", "/metrics", "/v1/pool", "/v1/history"):
+        for path in ("/", "/status/rows", "/metrics", "/v1/pool", "/v1/history"):
             connection.request("GET", path)
             size = len(connection.getresponse().read())
             times = timed_gets(connection, path, args.requests)

@@ -2,21 +2,24 @@
 
 Rules:
 
-- Pure: ``render_page(pool, series, ...)`` turns the /v1/pool document (a
-  dict) and the fullness history (history.py) into the page; web.py serves
-  it. Every value that comes from a config or a server's answer goes
-  through ``html.escape``; the script sets data with ``textContent`` and
-  ``setAttribute`` only, never ``innerHTML``.
-- Self-contained: the CSS and the script are strings of this module, inlined
-  (a school LAN often has no internet, and the Debian package installs .py
-  files only). No font, image or script is fetched from anywhere; the
-  Content-Security-Policy allows exactly these two inline blocks, by hash.
-- Readable with scripts off: the server renders the whole table, and a
-  ``<noscript>`` meta refresh reloads it. With scripts on, the page fetches
-  /v1/pool every few seconds (/v1/history every 30 s) and updates the rows
-  in place, with the same words, numbers, bars and sparklines the server
-  renders (the script's functions mirror this module's, name for name; the
-  browser tests compare the two).
+- One renderer: the markup is Tornado templates (``templates/``,
+  autoescaped: a host name or a reason can never become markup), the style
+  and the script are files beside them (``static/``), all shipped as
+  package data. The page (``page.html``) and each update (``rows.html``,
+  GET /status/rows) render the same two parts, ``live.html`` (the figures
+  above the table) and ``table.html`` (the table: a column is its header
+  and its cell there, and a formatting function here when it needs one).
+- Pure: ``render(template, pool, ...)`` turns the /v1/pool document (a dict)
+  and the fullness history (history.py) into bytes; web.py serves them.
+- Self-contained: the style and the script are inlined (a school LAN often
+  has no internet). No font, image or script is fetched from anywhere; the
+  Content-Security-Policy allows exactly these two inline blocks, by the
+  SHA-256 of the files, computed when this module is loaded.
+- Readable with scripts off: the server renders the whole page, and a
+  ``<noscript>`` meta refresh reloads it. With scripts on, the script
+  fetches status/rows every few seconds and copies what changed into the
+  page (text and attributes of the elements the server rendered; it draws
+  nothing itself).
 - A state is a word and a colour, never a colour alone; bars and
   sparklines carry their figures as text beside them or as a title.
 - Read-only: no form, no button.
@@ -27,8 +30,12 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import html
 import itertools
-from html import escape
+import re
+from pathlib import Path
+
+import tornado.template
 
 from ltsp_lbcore.hostport import format_host_port
 from ltsp_lbcore.ports import ADVERTISE_PORT
@@ -36,27 +43,9 @@ from ltsp_lbcore.states import BUSY, DOWN, DRAINING, FAILING, IDLE, POOL_STATES,
 
 from .history import MAX_PERCENT, NO_VALUE, POINTS
 
+HERE = Path(__file__).resolve().parent
 STATE_CLASSES = {IDLE: "idle", BUSY: "busy", SWAPPED: "swapped", DRAINING: "drain", FAILING: "failing", DOWN: "down"}
 DASH = "\u2014"
-
-# The columns, in order (the script finds a row's cells by position): class, title, help.
-COLUMNS = (
-    ("c-host", "Server", "The server as SERVERS names it (with its port when it is not 377)"),
-    ("c-state", "State", "Idle, Busy (full: last resort), Swapped, Drain, Failing (login service broken) or Down"),
-    ("c-fill", "Sessions / capacity", "User sessions over the sessions the server can hold; the light part: pending"),
-    ("c-rating num", "Rating", "Sessions it can still take, by its own figures"),
-    ("c-handed num", "Logins, 5 min", "Logins this balancer handed to it in the last 5 minutes"),
-    ("c-pending num", "Pending", "Logins handed out that its figures do not show yet"),
-    ("c-age num", "Sample age", "Age of its figures"),
-    ("c-resp num", "Response", "How long the latest poll took"),
-    ("c-hist", "Fullness, last hour", "Peak fullness per 30 s over the last hour; gaps: no answer"),
-    (
-        "c-eject num",
-        "Ejections, 1 h",
-        "Times this balancer took it out in the last hour: its logins never became sessions, or clients reported them",
-    ),
-    ("c-reason", "Reason", "Why it is skipped, or only used as a last resort"),
-)
 
 # Sparklines: one x unit per point, y in percent (100 % at the top), drawn as steps (each point is the
 # peak of its 30 s) filled down to the axis. A known 0 % still shows as a sliver: no figure is a gap.
@@ -64,7 +53,7 @@ SPARK_FLOOR = 8
 _HEIGHTS = tuple(100 - max(SPARK_FLOOR, min(value, 100)) for value in range(NO_VALUE))
 
 
-# --- figures as words: the script's functions of the same names do the same ---------------------------
+# --- figures as words: the templates call these ---------------------------------------------------------
 
 
 def number(value):
@@ -84,8 +73,8 @@ def ms_text(ms):
 
 
 def server_name(server):
-    port = server.get("port")
-    return format_host_port(server["host"], None if port in (None, ADVERTISE_PORT) else port)
+    """The server as SERVERS names it: the host, with its port when that is not 377."""
+    return format_host_port(server["host"], server.get("port"), default_port=ADVERTISE_PORT)
 
 
 def fill_text(server):
@@ -186,392 +175,113 @@ def pool_load_text(servers):
 # --- the page -----------------------------------------------------------------------------------------
 
 
-def _spark(values, css_class="spark"):
-    return _spark_of(_as_bytes(values), css_class)
+def spark_html(values, css="spark"):
+    """The sparkline of VALUES (a list with None for no value, or history.py's bytes), rendered by spark.html."""
+    return _spark_of(_as_bytes(values), css)
 
 
 @functools.lru_cache(maxsize=2048)
-def _spark_of(data, css_class):
+def _spark_of(data, css):
     # Cached by the values themselves: most servers' last hour is the same from one page to the next
     # (it shifts every 30 s), and the paths are most of a row's cost. At most ~2 MiB.
-    return (
-        f'<svg class="{css_class}" viewBox="0 0 {len(data)} 100" preserveAspectRatio="none" role="img">'
-        f'<title>{spark_title(data)}</title><path d="{spark_path(data)}"/></svg>'
+    return SPARK.generate(css=css, points=len(data), title=spark_title(data), path=spark_path(data), **_HELPERS).strip()
+
+
+@functools.lru_cache(maxsize=len(STATE_CLASSES))
+def state_html(state):
+    """The badge of STATE (one of STATE_CLASSES), rendered by state.html."""
+    return STATE.generate(state=state, **_HELPERS).strip()
+
+
+@functools.lru_cache(maxsize=1024)
+def bar_html(used, pending):
+    """The fullness bar of USED and PENDING percent, rendered by bar.html (at most 101 x 101 of them)."""
+    return BAR.generate(used=used, pending=pending, **_HELPERS).strip()
+
+
+_MARKUP = re.compile(rb"[&<>\"']")
+
+
+def escape_html(value):
+    """The templates' autoescape: Tornado's xhtml_escape (the same five characters escaped) on the UTF-8 bytes
+    the template holds, returned at once when none is there (most figures): the page costs half as much."""
+    if _MARKUP.search(value) is None:
+        return value
+    return html.escape(value.decode("utf-8")).encode("utf-8")
+
+
+def _read(name):
+    return (HERE / "static" / name).read_text(encoding="utf-8")
+
+
+STYLE = _read("status.css")
+SCRIPT = _read("status.js")
+# Loaded and compiled now: before the privilege drop, and never on a request.
+_TEMPLATES = tornado.template.Loader(str(HERE / "templates"), autoescape="escape_html")
+PAGE, ROWS = _TEMPLATES.load("page.html"), _TEMPLATES.load("rows.html")
+SPARK, BAR, STATE = (_TEMPLATES.load(name) for name in ("spark.html", "bar.html", "state.html"))
+_HELPERS = {
+    name: globals()[name]
+    for name in (
+        "STATE_CLASSES",
+        "bar_html",
+        "bar_widths",
+        "escape_html",
+        "fill_class",
+        "fill_text",
+        "ms_text",
+        "number",
+        "pool_load_text",
+        "reason_text",
+        "seconds_text",
+        "server_name",
+        "spark_html",
+        "state_html",
+        "state_of",
+        "summary_text",
     )
+}
 
 
-def render_row(server, values):
-    """One server's <tr>. SERVER: a /v1/pool row; VALUES: its fullness history, oldest first."""
-    state = state_of(server)
-    css = STATE_CLASSES[state]
-    used, pending = bar_widths(server)
-    name = escape(server_name(server))
-    # Bars are spans sized by class (w0 to w100): the policy allows no style attribute.
-    return (
-        f'<tr class="st-{css}"><th scope="row" class="c-host">{name}</th>'
-        f'<td class="c-state"><span class="state s-{css}">{state}</span></td>'
-        f'<td class="c-fill"><span class="bar" aria-hidden="true">'
-        f'<span class="used {fill_class(used, pending)} w{used}"></span><span class="pend w{pending}"></span></span> '
-        f'<span class="fill-text">{fill_text(server)}</span></td>'
-        f'<td class="c-rating num">{number(server.get("rating"))}</td>'
-        f'<td class="c-handed num">{int(server.get("handed_out_5min") or 0)}</td>'
-        f'<td class="c-pending num">{int(server.get("pending") or 0)}</td>'
-        f'<td class="c-age num">{seconds_text(server.get("sample_age_ms"))}</td>'
-        f'<td class="c-resp num">{ms_text(server.get("response_ms"))}</td>'
-        f'<td class="c-hist">{_spark(values)}</td>'
-        f'<td class="c-eject num">{int(server.get("ejections_1h") or 0)}</td>'
-        f'<td class="c-reason">{escape(reason_text(server))}</td></tr>'
-    )
-
-
-def _empty_row():
-    return f'<tr class="empty"><td colspan="{len(COLUMNS)}">No servers: SERVERS is empty.</td></tr>'
-
-
-def render_page(pool, series=None, pool_series=None, refresh_seconds=2.0, generated_at="", points=POINTS):
-    """The whole page as text.
+def render(template, pool, series=None, pool_series=None, refresh_seconds=2.0, generated_at="", points=POINTS):
+    """TEMPLATE (PAGE or ROWS) of the pool, as bytes.
 
     POOL: /v1/pool's document. SERIES: {(host, port): fullness values oldest first} (a list with None
     for no value, or history.py's bytes); POOL_SERIES: the pool's own. Missing series are empty.
     """
     servers = pool.get("servers") or []
-    series = series or {}
     empty = bytes([NO_VALUE]) * points
-    refresh = min(10.0, max(1.0, float(refresh_seconds)))
-    reload_seconds = round(min(60.0, max(5.0, 2 * float(refresh_seconds))))
-    head = "".join(
-        f'<th scope="col" class="{css}" title="{escape(help_)}">{escape(title)}</th>' for css, title, help_ in COLUMNS
+    return template.generate(
+        pool=pool,
+        servers=servers,
+        series=series or {},
+        empty=empty,
+        pool_series=empty if pool_series is None else pool_series,
+        title=f"ltsp-loadbalancer: {len(servers)} servers",
+        refresh=f"{min(10.0, max(1.0, float(refresh_seconds))):g}",
+        reload_seconds=round(min(60.0, max(5.0, 2 * float(refresh_seconds)))),
+        generated_at=generated_at,
+        style=STYLE,
+        script=SCRIPT,
+        **_HELPERS,
     )
-    rows = "\n".join(render_row(server, series.get((server["host"], server.get("port")), empty)) for server in servers)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
-<title>ltsp-loadbalancer: {len(servers)} servers</title>
-<link rel="icon" href="data:,">
-<noscript><meta http-equiv="refresh" content="{reload_seconds}"></noscript>
-<style>{CSS}</style>
-</head>
-<body data-refresh="{refresh:g}">
-<header>
-<h1>ltsp-loadbalancer</h1>
-<p id="summary">{escape(summary_text(pool))}</p>
-<div id="pool-load"><span class="label">Pool load:</span> <span id="pool-now">{escape(pool_load_text(servers))}</span>
-{_spark(pool_series if pool_series is not None else empty, "spark pool-spark")}
-<span class="muted">peak per 30 s, last hour</span></div>
-<p id="updated" class="muted" role="status">Figures as of {escape(generated_at)}.
-<noscript>Scripts are off: this page reloads every {reload_seconds} s.</noscript></p>
-</header>
-<main>
-<table id="pool">
-<thead><tr>{head}</tr></thead>
-<tbody id="servers">
-{rows or _empty_row()}
-</tbody>
-</table>
-</main>
-<script>{SCRIPT}</script>
-</body>
-</html>
-"""
 
 
-_WIDTHS = "".join(f".w{n}{{width:{n}%}}" for n in range(101))  # the bars' lengths, whole percent
-
-CSS = (
-    """
-:root{--fg:#1b1b1b;--muted:#5f6368;--line:#d5d8dc;--head:#eef0f2;--idle:#1e7b34;--busy:#a85200;
---swapped:#7b1fa2;--drain:#1d4ed8;--failing:#ad1457;--down:#b3261e}
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;color:var(--fg);
-background:#fff;margin:0 1rem 1rem}
-h1{font-size:1.25rem;margin:.75rem 0 .25rem}
-header p{margin:.25rem 0}
-.muted{color:var(--muted)}
-#updated.stale{color:var(--down);font-weight:600}
-#pool-load{display:flex;align-items:center;gap:.5rem;flex-wrap:wrap;margin:.25rem 0}
-#pool-load .label{font-weight:600}
-table{border-collapse:collapse;width:100%;margin-top:.5rem}
-th,td{padding:.2rem .5rem;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap;vertical-align:middle}
-thead th{position:sticky;top:0;background:var(--head);font-weight:600;cursor:help}
-tbody th{font-weight:600}
-.num{text-align:right;font-variant-numeric:tabular-nums}
-.fill-text{font-variant-numeric:tabular-nums}
-.state{display:inline-block;min-width:4.5em;text-align:center;border-radius:3px;color:#fff;font-weight:600;
-padding:0 .4em}
-.s-idle{background:var(--idle)}.s-busy{background:var(--busy)}.s-swapped{background:var(--swapped)}
-.s-drain{background:var(--drain)}.s-failing{background:var(--failing)}.s-down{background:var(--down)}
-tr.st-busy{background:#fff4e5}tr.st-swapped{background:#f6ecf9}tr.st-drain{background:#eaf0fd}
-tr.st-failing{background:#fce4ec}tr.st-down{background:#fdecea}tr.st-down td{color:var(--muted)}
-.bar{display:inline-flex;width:8em;height:.8em;vertical-align:middle;background:#e3e6e9}
-.bar span{flex:none}
-.bar .used{background:var(--idle)}.bar .used.f-mid{background:#c77700}
-.bar .used.f-high{background:var(--down)}.bar .pend{background:#8fb3f0}
-svg.spark{width:120px;height:20px;vertical-align:middle;background:#eef0f2}
-svg.pool-spark{width:240px;height:40px}
-.spark path{fill:#5f7fa8}
-td.c-reason{white-space:normal;color:var(--muted);min-width:12em}
-"""
-    + _WIDTHS
-    + "\n"
-)
-
-SCRIPT = """
-(function () {
-  "use strict";
-  var SVG = "http://www.w3.org/2000/svg";
-  var DASH = "\\u2014";
-  var STATES = {Idle: "idle", Busy: "busy", Swapped: "swapped", Drain: "drain", Failing: "failing", Down: "down"};
-  var ORDER = ["Idle", "Busy", "Swapped", "Drain", "Failing", "Down"];
-  var COLUMNS = ["c-host", "c-state", "c-fill", "c-rating num", "c-handed num", "c-pending num",
-                 "c-age num", "c-resp num", "c-hist", "c-eject num", "c-reason"];
-  var body = document.body;
-  var period = Math.min(10, Math.max(1, Number(body.getAttribute("data-refresh")) || 2)) * 1000;
-  var tbody = document.getElementById("servers");
-  var updated = document.getElementById("updated");
-  var history = null, historyAt = 0, failingSince = null;
-
-  // --- figures as words: statuspage.py's functions of the same names ---
-  function number(v) {
-    if (v === null || v === undefined) return DASH;
-    return v.toFixed(1).replace(/\\.0$/, "");
-  }
-  function secondsText(ms) { return ms === null || ms === undefined ? DASH : number(ms / 1000) + " s"; }
-  function msText(ms) { return ms === null || ms === undefined ? DASH : ms.toFixed(0) + " ms"; }
-  function serverName(s) {
-    if (s.port === null || s.port === undefined || s.port === 377) return s.host;
-    return (s.host.indexOf(":") >= 0 ? "[" + s.host + "]" : s.host) + ":" + s.port;
-  }
-  function fillText(s) {
-    return s.capacity === null || s.capacity === undefined ? DASH : number(s.sessions) + " / " + number(s.capacity);
-  }
-  function barWidths(s) {
-    if (!s.capacity || s.capacity <= 0) return [0, 0];
-    var used = Math.min(100, Math.floor(100 * (s.sessions || 0) / s.capacity + 0.5));
-    var pending = Math.min(100 - used, Math.floor(100 * (s.pending || 0) / s.capacity + 0.5));
-    return [used, pending];
-  }
-  function fillClass(s) {
-    var w = barWidths(s), total = w[0] + w[1];
-    return total >= 90 ? "f-high" : total >= 70 ? "f-mid" : "f-low";
-  }
-  function reasonText(s) { return s.state === "Idle" ? "" : (s.reason || ""); }
-  function stateOf(s) { return STATES.hasOwnProperty(s.state) ? s.state : "Down"; }
-  function sparkPath(values) {  // statuspage.spark_path; 8: SPARK_FLOOR
-    var parts = [], drawing = false, y = null, n = 0;
-    for (var x = 0; x <= values.length; x++) {
-      var v = x < values.length ? values[x] : null;
-      if (v === null || v === undefined) {
-        if (drawing) parts.push("V" + y + "h" + n, "V100Z");
-        drawing = false;
-        continue;
-      }
-      var h = 100 - Math.max(8, Math.min(v, 100));
-      if (!drawing) {
-        parts.push("M" + x + " 100");
-        drawing = true;
-        y = h;
-        n = 1;
-      } else if (h === y) {
-        n++;
-      } else {
-        parts.push("V" + y + "h" + n);
-        y = h;
-        n = 1;
-      }
-    }
-    return parts.join("");
-  }
-  function sparkTitle(values) {
-    var known = values.filter(function (v) { return v !== null && v !== undefined; });
-    if (!known.length) return "no figures in the last hour";
-    return "last hour: now " + known[known.length - 1] + " %, peak " + Math.max.apply(null, known) +
-      " %, low " + Math.min.apply(null, known) + " %";
-  }
-  function poolTotals(servers) {
-    var sessions = 0, capacity = 0;
-    servers.forEach(function (s) {
-      if (s.capacity !== null && s.capacity !== undefined && s.sessions !== null && s.sessions !== undefined) {
-        sessions += s.sessions; capacity += s.capacity;
-      }
-    });
-    return [sessions, capacity];
-  }
-  function summaryText(pool) {
-    var servers = pool.servers || [];
-    if (!servers.length) {
-      return "SERVERS is empty: every login is answered 503 and the thin clients probe the pool themselves.";
-    }
-    var counts = {};
-    servers.forEach(function (s) { var st = stateOf(s); counts[st] = (counts[st] || 0) + 1; });
-    var states = ORDER.filter(function (st) { return counts[st]; })
-      .map(function (st) { return counts[st] + " " + st; }).join(", ");
-    var age = pool.last_poll_age_ms;
-    var poll = age === null || age === undefined ? "no poll has finished yet"
-      : "last poll " + secondsText(age) + " ago";
-    return servers.length + " servers: " + states + "; " + poll + ".";
-  }
-  function poolLoadText(servers) {
-    var t = poolTotals(servers);
-    if (t[1] <= 0) return "no figures (" + DASH + ")";
-    return number(t[0]) + " / " + number(t[1]) + " sessions (" + (100 * t[0] / t[1]).toFixed(0) + " %)";
-  }
-
-  // --- the DOM: text and attributes only ---
-  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
-  function setAttr(node, name, value) {
-    value = String(value);
-    if (node.getAttribute(name) !== value) node.setAttribute(name, value);
-  }
-  function svgNode(tag, attrs) {
-    var node = document.createElementNS(SVG, tag);
-    Object.keys(attrs).forEach(function (name) { node.setAttribute(name, attrs[name]); });
-    return node;
-  }
-  function makeSpark(cls, points) {
-    var svg = svgNode("svg", {"class": cls, viewBox: "0 0 " + points + " 100", preserveAspectRatio: "none",
-                              role: "img"});
-    svg.appendChild(svgNode("title", {}));
-    svg.appendChild(svgNode("path", {d: ""}));
-    return svg;
-  }
-  function drawSpark(svg, values) {
-    setAttr(svg, "viewBox", "0 0 " + values.length + " 100");
-    setAttr(svg.querySelector("path"), "d", sparkPath(values));
-    setText(svg.querySelector("title"), sparkTitle(values));
-  }
-  function makeRow() {
-    var tr = document.createElement("tr");
-    COLUMNS.forEach(function (cls, i) {
-      var cell = document.createElement(i === 0 ? "th" : "td");
-      cell.className = cls;
-      if (i === 0) cell.setAttribute("scope", "row");
-      tr.appendChild(cell);
-    });
-    var cells = tr.children;
-    var badge = document.createElement("span");
-    cells[1].appendChild(badge);
-    var bar = document.createElement("span");
-    bar.className = "bar";
-    bar.setAttribute("aria-hidden", "true");
-    bar.appendChild(document.createElement("span"));
-    bar.appendChild(document.createElement("span"));
-    var text = document.createElement("span");
-    text.className = "fill-text";
-    cells[2].appendChild(bar);
-    cells[2].appendChild(document.createTextNode(" "));
-    cells[2].appendChild(text);
-    cells[8].appendChild(makeSpark("spark", history ? history.points : 120));
-    return tr;
-  }
-  function fillRow(tr, s) {
-    var state = stateOf(s), css = STATES[state], cells = tr.children;
-    setAttr(tr, "class", "st-" + css);
-    setText(cells[0], serverName(s));
-    var badge = cells[1].firstChild;
-    setAttr(badge, "class", "state s-" + css);
-    setText(badge, state);
-    var parts = cells[2].firstChild.children, w = barWidths(s);  // sized by class: no style attribute
-    setAttr(parts[0], "class", "used " + fillClass(s) + " w" + w[0]);
-    setAttr(parts[1], "class", "pend w" + w[1]);
-    setText(cells[2].querySelector(".fill-text"), fillText(s));
-    setText(cells[3], number(s.rating));
-    setText(cells[4], String(s.handed_out_5min || 0));
-    setText(cells[5], String(s.pending || 0));
-    setText(cells[6], secondsText(s.sample_age_ms));
-    setText(cells[7], msText(s.response_ms));
-    setText(cells[9], String(s.ejections_1h || 0));
-    setText(cells[10], reasonText(s));
-  }
-  function emptyRow() {
-    var tr = document.createElement("tr"), td = document.createElement("td");
-    tr.className = "empty";
-    td.colSpan = COLUMNS.length;
-    td.textContent = "No servers: SERVERS is empty.";
-    tr.appendChild(td);
-    return tr;
-  }
-  function sameRows(servers) {
-    var rows = tbody.rows;
-    if (rows.length !== servers.length) return false;
-    for (var i = 0; i < rows.length; i++) {
-      if (rows[i].cells[0].textContent !== serverName(servers[i])) return false;
-    }
-    return servers.length > 0;
-  }
-  function drawHistory() {
-    if (!history) return;
-    var byKey = {};
-    history.servers.forEach(function (h) { byKey[serverName(h)] = h.fullness; });
-    var empty = new Array(history.points).fill(null);
-    Array.prototype.forEach.call(tbody.rows, function (tr) {
-      var svg = tr.querySelector(".c-hist svg");
-      if (svg) drawSpark(svg, byKey[tr.cells[0].textContent] || empty);
-    });
-    drawSpark(document.querySelector("#pool-load svg"), history.pool);
-  }
-  function show(pool) {
-    var servers = pool.servers || [], rebuilt = false;
-    if (!sameRows(servers)) {
-      var fresh = document.createDocumentFragment();
-      servers.forEach(function () { fresh.appendChild(makeRow()); });
-      if (!servers.length) fresh.appendChild(emptyRow());
-      tbody.replaceChildren(fresh);
-      rebuilt = true;
-    }
-    servers.forEach(function (s, i) { fillRow(tbody.rows[i], s); });
-    setText(document.getElementById("summary"), summaryText(pool));
-    setText(document.getElementById("pool-now"), poolLoadText(servers));
-    document.title = "ltsp-loadbalancer: " + servers.length + " servers";
-    return rebuilt;
-  }
-  function getJSON(url) {
-    return fetch(url, {cache: "no-store", credentials: "same-origin"}).then(function (response) {
-      if (!response.ok) throw new Error(url + ": HTTP " + response.status);
-      return response.json();
-    });
-  }
-  function tick() {
-    var started = performance.now();
-    getJSON("v1/pool").then(function (pool) {
-      var rebuilt = show(pool);
-      body.setAttribute("data-refresh-ms", (performance.now() - started).toFixed(1));
-      var step = history ? history.step_seconds * 1000 : 30000;
-      failingSince = null;
-      updated.className = "muted";
-      setText(updated, "Figures as of " + new Date().toLocaleTimeString() + "; updated every " + period / 1000 + " s.");
-      body.setAttribute("data-updates", String(Number(body.getAttribute("data-updates") || 0) + 1));
-      if (rebuilt || Date.now() - historyAt >= step) {
-        return getJSON("v1/history").then(function (h) { history = h; historyAt = Date.now(); drawHistory(); });
-      }
-    }).catch(function (error) {
-      if (failingSince === null) failingSince = new Date();
-      updated.className = "stale";
-      setText(updated, "The balancer has not answered since " + failingSince.toLocaleTimeString() +
-        " (" + error.message + "): the figures below are older.");
-    }).then(function () { setTimeout(tick, period); });
-  }
-  historyAt = Date.now();  // the server drew the sparklines with the page
-  // The moment the server's table is on screen (benchmarks/status_page.py reads it).
-  requestAnimationFrame(function () {
-    setTimeout(function () { body.setAttribute("data-drawn-ms", performance.now().toFixed(0)); }, 0);
-  });
-  setTimeout(tick, period);
-})();
-"""
+def render_page(pool, series=None, pool_series=None, refresh_seconds=2.0, generated_at="", points=POINTS):
+    """The whole page as text (render's arguments)."""
+    return render(PAGE, pool, series, pool_series, refresh_seconds, generated_at, points).decode("utf-8")
 
 
 def _csp_hash(text):
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
 
 
-# Exactly the two inline blocks above may run or apply; everything else is refused,
-# and the script may fetch only this balancer's own JSON.
+# Exactly the two inline blocks of the files above may run or apply; everything else is refused,
+# and the script may fetch only this balancer's own status/rows.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; "
     f"script-src {_csp_hash(SCRIPT)}; "
-    f"style-src {_csp_hash(CSS)}; "
+    f"style-src {_csp_hash(STYLE)}; "
     "connect-src 'self'; img-src data:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )

@@ -3,7 +3,9 @@
 Routes (cli.py adds them to http.py's application; ALLOW applies to them as to the API):
 
 - ``GET /``: the status page (statuspage.py), rendered on the server, so it
-  reads without scripts; its script refreshes it from /v1/pool.
+  reads without scripts.
+- ``GET /status/rows``: the page's live parts rendered by the same
+  templates, which its script fetches every few seconds to update the page.
 - ``GET /v1/history``: the last hour of every server's fullness (history.py)
   as JSON, for the page's sparklines.
 - ``GET /metrics``: Prometheus' text format (metrics.py).
@@ -46,17 +48,25 @@ class _ReadOnlyHandler(BaseHandler):
         self.metrics = metrics
         self.renderer = renderer
 
+    def compute_etag(self):
+        # No ETag: the answers are no-store, and Tornado's is a SHA-1 of the whole body (1 ms for a page of
+        # 1,000 servers) that no client could use.
+        return None
+
     def render_off_loop(self, function, *args):
         return tornado.ioloop.IOLoop.current().run_in_executor(self.renderer, function, *args)
 
 
 class StatusPageHandler(_ReadOnlyHandler):
+    """GET /: the whole page (TEMPLATE: statuspage.PAGE); StatusRowsHandler: its live parts."""
+
+    template = statuspage.PAGE
+
     async def get(self):
-        now = monotonic()
-        pool = self.balancer.pool_view(now)
+        pool = self.balancer.pool_view(monotonic(), documents=False)
         pool_series, series = self.history.snapshot()
         page = await self.render_off_loop(
-            _render_page, pool, series, pool_series, self.balancer.config.poll_seconds, self.history.points
+            _render, self.template, pool, series, pool_series, self.balancer.config.poll_seconds, self.history.points
         )
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", statuspage.CONTENT_SECURITY_POLICY)
@@ -65,10 +75,13 @@ class StatusPageHandler(_ReadOnlyHandler):
         self.finish(page)
 
 
-def _render_page(pool, series, pool_series, refresh_seconds, points):
+class StatusRowsHandler(StatusPageHandler):
+    template = statuspage.ROWS
+
+
+def _render(template, pool, series, pool_series, refresh_seconds, points):
     generated_at = time.strftime("%Y-%m-%d %H:%M:%S")
-    text = statuspage.render_page(pool, series, pool_series, refresh_seconds, generated_at, points)
-    return text.encode("utf-8")
+    return statuspage.render(template, pool, series, pool_series, refresh_seconds, generated_at, points)
 
 
 class HistoryHandler(_ReadOnlyHandler):
@@ -105,6 +118,7 @@ def extra_routes(balancer, poller):
     }
     routes = [
         (r"/", StatusPageHandler, options),
+        (r"/status/rows", StatusRowsHandler, options),
         (r"/v1/history", HistoryHandler, options),
         (r"/metrics", MetricsHandler, options),
     ]

@@ -230,7 +230,7 @@ class FakeBalancer:
         self.config = SimpleNamespace(poll_seconds=1.0)
         self.answers, self.handed_out, self.poll_errors, self.polls = Counter(), Counter(), Counter(), 0
 
-    def pool_view(self, now):
+    def pool_view(self, now, documents=True):
         return self.pools.pop(0) if len(self.pools) > 1 else self.pools[0]
 
 

@@ -130,6 +130,27 @@ def test_every_man_page_and_doc_is_in_the_tree(package, kind):
         assert_in_tree(words[0], f"debian/{package}.{kind}")
 
 
+def test_the_status_page_files_are_package_data_and_tracked():
+    """The templates, script and style statuspage.py reads ship with the balancer's code (pybuild installs
+    setup.py's package_data beside it, and debian/ltsp-loadbalancer.install takes the whole package)."""
+    from ltsp_loadbalancer import statuspage
+
+    package = ROOT / "ltsp-loadbalancer"
+    shipped = {
+        path for pattern in setup_arguments()["package_data"]["ltsp_loadbalancer"] for path in package.glob(pattern)
+    }
+    needed = {
+        *(package / "templates").glob("*.html"),
+        package / "static" / "status.css",
+        package / "static" / "status.js",
+    }
+    assert Path(statuspage.__file__).resolve().parent == package
+    assert needed <= shipped, needed - shipped
+    for path in needed:
+        assert_in_tree(path.relative_to(ROOT).as_posix(), "setup.py's package_data")
+    assert ["usr/lib/python3*/dist-packages/ltsp_loadbalancer"] in debian_lines("ltsp-loadbalancer.install")
+
+
 def test_the_client_package_ships_both_example_files():
     # Admins of either LTSP find theirs in /usr/share/doc/ltsp-get-hosts/ (ltsp.conf.example was in no package).
     shipped = {words[0] for words in debian_lines("ltsp-get-hosts.docs")}
