@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import html.parser
 import json
 import re
@@ -171,6 +172,33 @@ def test_page_is_self_contained_and_its_policy_admits_only_its_own_code(shared_p
     assert answer.headers.get("Server") is None
     # With scripts off the page still reloads itself.
     assert ("meta", {"http-equiv": "refresh", "content": "5"}) in page.tags
+
+
+def test_the_update_is_the_same_table_by_the_same_templates(shared_pool):
+    """GET /status/rows, which the page's script fetches, renders the page's figures and table, nothing else."""
+    shared_pool.wait_for_pool(lambda p: p["polls"] >= 2)
+    answer = shared_pool.get("/status/rows")
+    assert answer.status == 200 and answer.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert answer.headers["Content-Security-Policy"] == statuspage.CONTENT_SECURITY_POLICY
+    update = parse_page(answer.body.decode("utf-8"))
+    page = parse_page(shared_pool.get("/").body.decode("utf-8"))
+    assert not update.scripts and not update.styles
+    assert [row["c-host"] for row in update.rows] == [row["c-host"] for row in page.rows]
+    for drawn, served in zip(update.rows, page.rows):
+        for column in ("class", "c-state", "c-fill", "c-reason"):
+            if served["c-state"] not in READY_STATES:  # a ready server's rating moves with the machine's load
+                assert drawn[column] == served[column], column
+    ids = {attrs.get("id") for _tag, attrs in update.tags} - {None}
+    assert {"figures", "summary", "pool-now", "updated", "pool", "servers"} <= ids
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "app1:377", "<script>", '"quoted"', "it's", "a & b", "\u00e9t\u00e9 <b>", "\u2014", ""],
+)
+def test_the_templates_escape_as_tornado_does(text):
+    assert statuspage.escape_html(text.encode("utf-8")) == html.escape(text).encode("utf-8")
+    assert html.unescape(statuspage.escape_html(text.encode("utf-8")).decode("utf-8")) == text
 
 
 def test_page_is_read_only(shared_pool):
