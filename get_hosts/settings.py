@@ -3,8 +3,10 @@
 Rules:
 
 - Every variable is a row of VARIABLES (name, Settings field, default,
-  converter, help); defaults, validation and the documentation all come
-  from that table.
+  converter, help); the Settings type, defaults, validation and the
+  documentation all come from that table. The converters of values the
+  balancer reads too (LB_SKIP_SWAPPING, LB_MAX_LOAD, LB_MAX_RESPONSE_MS,
+  milliseconds) are ltsp_lbcore.converters', shared with its config.
 - The environment first (LTSP exports lts.conf to screen scripts), then
   lts.conf, then the default. An empty (or blank) value counts as unset, in the
   environment as in lts.conf (``LB_TIMEOUT=`` or ``LB_TIMEOUT =``): the next
@@ -29,14 +31,16 @@ Rules:
   lts.conf has sections other than [Default], toward SERVER (else the first
   LB_SERVERS entry). Settings.identity: the one given or looked up, else None.
 
-Imports ``collections`` only; os, lts.conf parsing, identity lookups and
-socket (for IPv6 pool entries) are imported when needed.
+Imports ``collections`` and the small ltsp_lbcore modules only; os, lts.conf
+parsing, identity lookups and socket (for IPv6 pool entries) are imported
+when needed.
 """
 
 from collections import namedtuple
 
 from get_hosts.errors import GetHostsError
-from ltsp_lbcore.numbers import is_plain_decimal, is_plain_whole
+from ltsp_lbcore import converters
+from ltsp_lbcore.numbers import is_plain_whole
 from ltsp_lbcore.oldpython import record
 from ltsp_lbcore.ports import ADVERTISE_PORT
 
@@ -51,16 +55,6 @@ ENVIRONMENT = "the environment"
 PoolEntry = namedtuple("PoolEntry", "name host port")
 DEFAULT_STATE_DIR = "/run/ltsp"
 DEFAULT_RETRY_SECONDS = 60
-
-Settings = record(
-    "Settings",
-    "servers algorithm port timeout_ms max_response_ms max_load skip_swapping server lts_conf warnings "
-    "identity balancers balancer_text balancer_timeout_ms conf_format state_dir retry_seconds sources",
-    defaults=(None, (), None, 300, None, DEFAULT_STATE_DIR, DEFAULT_RETRY_SECONDS, None),
-)
-Settings.__doc__ = """One client's settings. sources: variable name -> where its value came from
-(ENVIRONMENT or path:line), for the variables that were set; a warning about a
-value found later (LB_ALGORITHM's) names it from there."""
 
 # default_text: how the documentation shows the default.
 Variable = namedtuple("Variable", "name field default default_text converter help")
@@ -95,33 +89,13 @@ def to_port(text):
     return port
 
 
-# An hour: longer than any login would wait, and within what poll() takes
-# (a C int of milliseconds; 10**10 overflowed it).
-MAX_MILLISECONDS = 3_600_000
-
-
-def to_milliseconds(text):
-    value = _whole(text, "milliseconds")
-    if value < 1:
-        raise ValueError("is not a positive number of milliseconds")
-    if value > MAX_MILLISECONDS:
-        raise ValueError(f"is more than {MAX_MILLISECONDS} milliseconds (an hour)")
-    return value
-
-
-def to_optional_milliseconds(text):
-    """Milliseconds, or None (no limit) for 'none'."""
-    return None if text.strip().lower() == "none" else to_milliseconds(text)
-
-
-def to_optional_load(text):
-    """Load average per CPU (a non-negative decimal), or None (no limit) for 'none'."""
-    value = text.strip()
-    if value.lower() == "none":
-        return None
-    if not is_plain_decimal(value):
-        raise ValueError("is not a load average per CPU (a decimal number such as 1.5)")
-    return float(value)
+# Shared with the balancer's config and its request fields (ltsp_lbcore.converters): the same words mean
+# the same values on both sides.
+MAX_MILLISECONDS = converters.MAX_MILLISECONDS
+to_milliseconds = converters.milliseconds
+to_optional_milliseconds = converters.optional_milliseconds
+to_optional_load = converters.optional_load
+to_boolean = converters.boolean
 
 
 def to_directory(text):
@@ -136,17 +110,6 @@ def to_retry_seconds(text):
     if value > 86400:
         raise ValueError("is more than 86400 seconds (a day)")
     return value
-
-
-BOOLEANS = {"true": True, "y": True, "yes": True, "1": True, "false": False, "n": False, "no": False, "0": False}
-
-
-def to_boolean(text):
-    """LTSP booleans, any case: True/False, Y/N, yes/no, 1/0."""
-    try:
-        return BOOLEANS[text.strip().lower()]
-    except KeyError:
-        raise ValueError("is not a boolean (true/false, yes/no, y/n, 1/0)") from None
 
 
 VARIABLES = (
@@ -242,6 +205,27 @@ VARIABLES = (
         "this off.",
     ),
 )
+
+
+# What load_settings finds beside the variables' values: (field, default).
+FOUND = (
+    ("server", None),  # SERVER, stripped, or None
+    ("lts_conf", None),  # the file read, or None
+    ("warnings", ()),
+    ("identity", None),  # identity.Identity: given or looked up, else None
+    ("balancers", ()),  # LB_BALANCER as (host, port) pairs
+    ("conf_format", None),  # LTSP5 or LTSP20, None when no file was read
+    ("sources", None),  # variable name -> where its value came from
+)
+# One field per variable (LB_SERVERS: its PoolEntry list), then FOUND; every field has its default.
+Settings = record(
+    "Settings",
+    [var.field for var in VARIABLES] + [field for field, _default in FOUND],
+    defaults=[var.default for var in VARIABLES] + [default for _field, default in FOUND],
+)
+Settings.__doc__ = """One client's settings, generated from VARIABLES (and FOUND). sources: variable name
+-> where its value came from (ENVIRONMENT or path:line), for the variables that were set; a warning about a
+value found later (LB_ALGORITHM's) names it from there."""
 
 
 def variables_help(width=78):
@@ -395,7 +379,7 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
             try:
                 value = var.converter(text)
             except ValueError as error:
-                message = f"{var.name} in {source}: {text!r} {error}"
+                message = f"{var.name} in {source}: {text!r} {converters.is_not(error)}"
                 if strict:
                     raise GetHostsError(message) from None
                 warnings.append(f"{message}; using the default, {var.default_text}")

@@ -46,9 +46,7 @@ OK, NO_SERVER, UNKNOWN_SERVERS, STALE = "ok", "no_usable_server", "unknown_serve
 
 
 def limits_of(config):
-    return Limits(
-        max_load=config.max_load, max_response_ms=config.max_response_ms, skip_swapping=config.skip_swapping == "true"
-    )
+    return Limits(max_load=config.max_load, max_response_ms=config.max_response_ms, skip_swapping=config.skip_swapping)
 
 
 def stale_after(config):

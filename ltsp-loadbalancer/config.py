@@ -2,7 +2,9 @@
 
 ``SCHEMA`` is the only place a key of /etc/ltsp/ltsp-loadbalancer.conf
 exists: defaults, validation, the shipped default file, --help and the man
-page come from it.
+page come from it. The keys that mean what a get_hosts variable means
+(SKIP_SWAPPING, MAX_LOAD, MAX_RESPONSE_MS) convert with the same converter
+(ltsp_lbcore.converters), to the same values: a boolean, a float, an int.
 
 Running this module prints the default file: ``python -m
 ltsp_loadbalancer.config > ltsp-loadbalancer/ltsp-loadbalancer.conf``.
@@ -12,10 +14,10 @@ from __future__ import annotations
 
 import logging
 
+from ltsp_lbcore import converters
 from ltsp_lbcore.hostport import host_key, parse_host_port
-from ltsp_lbcore.numbers import is_plain_decimal
 from ltsp_lbcore.ports import ADVERTISE_PORT, BALANCER_PORT
-from ltsp_lbcore.schema import Key, Schema, choice, listen_addresses, networks, seconds, user_name, whole_number
+from ltsp_lbcore.schema import Key, Schema, listen_addresses, networks, seconds, user_name, whole_number
 
 DEFAULT_CONFIG_PATH = "/etc/ltsp/ltsp-loadbalancer.conf"
 
@@ -34,20 +36,6 @@ def servers(text):
         seen[key] = word
         found.append((host, port))
     return tuple(found)
-
-
-def optional_load(text):
-    if text.lower() == "none":
-        return None
-    if not is_plain_decimal(text):
-        raise ValueError("expected none or a load average per CPU such as 1.5")
-    return float(text)
-
-
-def optional_milliseconds(text):
-    if text.lower() == "none":
-        return None
-    return whole_number(1, 3_600_000)(text)
 
 
 _HEADER = """\
@@ -100,21 +88,22 @@ _KEYS = (
     Key(
         "SKIP_SWAPPING",
         "true",
-        choice("true", "false"),
-        "Skip servers that are actively swapping, as get_hosts' LB_SKIP_SWAPPING. A client whose "
+        converters.boolean,
+        "Skip servers that are actively swapping (true/false, yes/no, y/n, 1/0), as get_hosts' "
+        "LB_SKIP_SWAPPING. A client whose "
         "configuration sets LB_SKIP_SWAPPING has its own applied to its logins instead.",
     ),
     Key(
         "MAX_LOAD",
         "none",
-        optional_load,
+        converters.optional_load,
         "Skip servers whose load average per CPU is above this (a decimal such as 1.5), as LB_MAX_LOAD. "
         "A client whose configuration sets LB_MAX_LOAD has its own applied to its logins instead.",
     ),
     Key(
         "MAX_RESPONSE_MS",
         "none",
-        optional_milliseconds,
+        converters.optional_milliseconds,
         "Skip servers whose poll took longer than this many milliseconds, as LB_MAX_RESPONSE_MS. A client "
         "whose configuration sets LB_MAX_RESPONSE_MS has its own applied to its logins instead. Keep it "
         "below POLL_TIMEOUT_MS (a slower poll is Down already).",

@@ -422,6 +422,56 @@ def test_table_names_every_variable_of_the_spec():
     assert {v.field for v in VARIABLES} <= set(Settings._fields)
 
 
+def test_settings_are_generated_from_the_table():
+    assert Settings._fields[: len(VARIABLES)] == tuple(var.field for var in VARIABLES)
+    defaults = Settings()
+    assert all(getattr(defaults, var.field) == var.default for var in VARIABLES)
+
+
+@pytest.mark.parametrize(
+    ("variable", "key", "text", "value"),
+    [
+        ("LB_SKIP_SWAPPING", "SKIP_SWAPPING", "yes", True),
+        ("LB_SKIP_SWAPPING", "SKIP_SWAPPING", "FALSE", False),
+        ("LB_SKIP_SWAPPING", "SKIP_SWAPPING", "0", False),
+        ("LB_MAX_LOAD", "MAX_LOAD", "1.5", 1.5),
+        ("LB_MAX_LOAD", "MAX_LOAD", "None", None),
+        ("LB_MAX_RESPONSE_MS", "MAX_RESPONSE_MS", "150", 150),
+        ("LB_MAX_RESPONSE_MS", "MAX_RESPONSE_MS", "none", None),
+    ],
+)
+def test_the_balancer_reads_the_same_words_as_get_hosts(variable, key, text, value):
+    """One converter for a setting both sides have: the same value, of the same type (a real boolean)."""
+    from ltsp_loadbalancer import config
+
+    (var,) = [var for var in VARIABLES if var.name == variable]
+    assert var.converter is config.SCHEMA.by_name[key].converter
+    on_balancer = getattr(config.SCHEMA.parse_text(f"{key} = {text}\n", "b.conf"), key.lower())
+    on_client = getattr(load({"SERVER": "s", variable: text}), var.field)
+    assert on_balancer == on_client == value and type(on_balancer) is type(on_client) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "key", "text", "what"),
+    [
+        ("LB_SKIP_SWAPPING", "SKIP_SWAPPING", "maybe", "a boolean (true/false, yes/no, y/n, 1/0)"),
+        ("LB_MAX_LOAD", "MAX_LOAD", "high", "a load average per CPU (a decimal number such as 1.5), or none"),
+        ("LB_MAX_RESPONSE_MS", "MAX_RESPONSE_MS", "0", "a positive number of milliseconds"),
+    ],
+)
+def test_a_bad_shared_value_is_named_alike_on_both_sides(variable, key, text, what):
+    from ltsp_loadbalancer import config
+
+    from ltsp_lbcore.errors import ConfigError
+
+    with pytest.raises(ConfigError) as on_balancer:
+        config.SCHEMA.parse_text(f"{key} = {text}\n", "b.conf")
+    assert str(on_balancer.value) == f"b.conf:1: invalid value for {key}: {text!r} (expected {what})"
+    with pytest.raises(GetHostsError) as on_client:
+        load({"SERVER": "s", variable: text})
+    assert str(on_client.value) == f"{variable} in the environment: {text!r} is not {what}"
+
+
 def test_table_defaults_are_what_the_converters_make_of_their_text():
     for var in VARIABLES:
         if var.default is not None and var.name != "LB_SERVERS":
