@@ -52,9 +52,9 @@ from ltsp_lbcore.hostport import format_host_port
 from ltsp_lbcore.ports import ADVERTISE_PORT
 from ltsp_lbcore.states import DOWN, POOL_STATES
 
-from .balancer import NO_SERVER, OK, UNKNOWN_SERVERS
+from .balancer import NO_SERVER, OK, STALE, UNKNOWN_SERVERS
 
-RESULTS = (OK, NO_SERVER, UNKNOWN_SERVERS)
+RESULTS = (OK, NO_SERVER, UNKNOWN_SERVERS, STALE)
 # Routes by path; any other path (a scanner, a typo) is "other".
 HANDLERS = {path: path for path in ("/", "/status/rows", "/v1/hosts", "/v1/pool", "/v1/history", "/metrics")}
 OTHER = "other"
@@ -119,7 +119,7 @@ METRICS = (
         "ltsp_balancer_answers_total",
         "counter",
         ("result",),
-        "Answers to /v1/hosts: ok, no_usable_server, unknown_servers (the last two: 503, get_hosts probes itself)",
+        "Answers to /v1/hosts: ok, or a 503 (get_hosts probes alone): no_usable_server, unknown_servers, stale_figures",
         None,
     ),
     Metric("ltsp_balancer_polls_total", "counter", (), "Polls of the whole pool finished", None),

@@ -120,7 +120,7 @@ def test_every_series_a_dashboard_reads_is_there_from_the_first_scrape(conf_dir)
         assert set(by_server(found[counter], f"{counter}_total").values()) == {0}
         assert set(by_server(found[counter], f"{counter}_total")) == {"127.0.0.1:9", "127.0.0.1:4000"}, counter
     answers = {s.labels["result"]: s.value for s in found["ltsp_balancer_answers"].samples}
-    assert answers == {"ok": 0, "no_usable_server": 0, "unknown_servers": 0}
+    assert answers == {"ok": 0, "no_usable_server": 0, "unknown_servers": 0, "stale_figures": 0}
     requests = {
         (s.labels["handler"], s.labels["code"]): s.value
         for s in found["ltsp_balancer_http_requests"].samples
@@ -150,7 +150,7 @@ def test_counters_follow_logins_refusals_and_poll_errors(shared_pool):
     assert sum(handed.values()) == 5
     assert handed[name(shared_pool, "drain")] == 0 and handed[name(shared_pool, "down")] == 0
     answers = {dict(k)["result"]: v for k, v in delta("ltsp_balancer_answers", "ltsp_balancer_answers_total").items()}
-    assert answers == {"ok": 5, "no_usable_server": 2, "unknown_servers": 1}
+    assert answers == {"ok": 5, "no_usable_server": 2, "unknown_servers": 1, "stale_figures": 0}
     errors = by_server(after["ltsp_server_poll_errors"], "ltsp_server_poll_errors_total")
     assert errors[name(shared_pool, "down")] >= 3
     assert errors[name(shared_pool, "ready")] == errors[name(shared_pool, "heavy")] == 0
