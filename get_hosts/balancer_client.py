@@ -38,8 +38,10 @@ Rules (docs/get_hosts.md and SPEC.md say the same):
 
 from collections import namedtuple
 
+from get_hosts.choose import with_pending
 from get_hosts.probe import Conversation, ProbeResult, ask_first
 from ltsp_lbcore import wire
+from ltsp_lbcore.hostport import format_host_port
 
 MAX_HOSTS_ANSWER_BYTES = 256 * 1024
 MAX_POOL_ANSWER_BYTES = 8 * 1024 * 1024  # /v1/pool of a 1,000-server site is about 700 KB
@@ -324,10 +326,6 @@ def read_pool_document(body):
 # --- what get_hosts asks -------------------------------------------------------------
 
 
-def _label(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _ask(settings, make_request, make_check, limit, head=False):
     """Every balancer of SETTINGS at once: (label, value, ms) of the first good answer, or None; explain lines.
 
@@ -336,7 +334,7 @@ def _ask(settings, make_request, make_check, limit, head=False):
     entries = [Balancer(host, port) for host, port in settings.balancers]
     conversations = []
     for entry in entries:
-        check = make_check(_label(entry.host, entry.port))
+        check = make_check(format_host_port(entry.host, entry.port))
         answer = lambda c=check: HttpAnswer(c, head)  # noqa: E731 (one answer per conversation)
         conversations.append(Conversation(make_request(entry.host), answer, limit, ""))
     results = ask_first(entries, conversations, settings.balancer_timeout_ms)
@@ -345,7 +343,7 @@ def _ask(settings, make_request, make_check, limit, head=False):
     for entry, result in zip(entries, results):
         if result is None:  # still under way when another answered
             continue
-        label = _label(entry.host, entry.port)
+        label = format_host_port(entry.host, entry.port)
         if result.error is None:
             winner = (label, result.stats, result.response_ms)
         else:
@@ -465,13 +463,8 @@ def _result_from_row(entry, row, label):
         return ProbeResult(entry, None, None, f"not in the SERVERS of balancer {label}")
     if row.stats is None:
         return ProbeResult(entry, None, None, row.reason or "down")
-    stats = row.stats
-    if row.pending > 0:  # the balancer's accounting: logins it handed out that the figures do not show yet
-        pending = row.pending
-        stats = stats._replace(rating=max(0.0, stats.rating - pending), sessions=(stats.sessions or 0) + pending)
-    return ProbeResult(entry, stats, row.response_ms, None)
+    return ProbeResult(entry, with_pending(row.stats, row.pending), row.response_ms, None)
 
 
 def _pool_word(entry):
-    host = f"[{entry.host}]" if ":" in entry.host else entry.host
-    return f"{host}:{entry.port}"
+    return format_host_port(entry.host, entry.port)

@@ -232,6 +232,14 @@ def capacity_of(stats):
     return max(stats.rating + (stats.sessions or 0), 1.0)
 
 
+def with_pending(stats, pending):
+    """STATS with PENDING logins counted in (the balancer's accounting: logins it handed out that the
+    figures do not show yet): that many more sessions, that much less rating (not below 0)."""
+    if not pending:
+        return stats
+    return stats._replace(rating=max(0.0, stats.rating - pending), sessions=(stats.sessions or 0) + pending)
+
+
 def fullness_after_one_more(stats, pending=0.0):
     """How full the server would be with this login too: (used + PENDING + 1) / capacity.
 

@@ -47,7 +47,6 @@ class History:
         self.series = {}  # (host, port) -> array('B')
         self.pool = self._empty()
         self._pool_object = None  # the Pool the keys were taken from: a SIGHUP replaces it
-        self.records = 0  # polls recorded: the status page's cache key
 
     def _empty(self):
         return array("B", [NO_VALUE]) * self.points
@@ -81,7 +80,6 @@ class History:
         value = fullness_percent(total_sessions, total_capacity)
         if value is not None and (self.pool[at] == NO_VALUE or self.pool[at] < value):
             self.pool[at] = value
-        self.records += 1
 
     def _follow(self, pool):
         """Series for exactly POOL's servers: kept ones keep theirs, new ones start empty."""
@@ -116,11 +114,6 @@ class History:
     def snapshot(self):
         """(pool's values, {(host, port): values}) oldest first, as bytes: a copy the caller may keep."""
         return self.ordered(self.pool), {key: self.ordered(ring) for key, ring in self.series.items()}
-
-    def of(self, host, port):
-        """One server's values oldest first, as a list (None for no value; all None when it has no series)."""
-        ring = self.series.get((host, port))
-        return values_list(bytes([NO_VALUE]) * self.points if ring is None else self.ordered(ring))
 
     def view(self, now, snapshot=None):
         """The /v1/history document (a dict): every series oldest first, in whole percent, None for no value."""

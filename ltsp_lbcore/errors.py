@@ -1,9 +1,9 @@
 """The error base of the services, and the config error they share.
 
-Each program keeps one exception type of its own (AdvertiseError,
-BalancerError) derived from ServiceError, so the shared service plumbing
-(binding, privilege drop, config) can raise errors its main() already turns
-into one ``prog: error: ...`` line and an exit status.
+A program's own exception type (AdvertiseError) derives from ServiceError,
+so the shared service plumbing (binding, privilege drop, config) can raise
+errors its main() already turns into one ``prog: error: ...`` line and an
+exit status; the balancer raises none of its own.
 """
 
 

@@ -25,6 +25,7 @@ import os
 import socket
 
 from ltsp_lbcore.errors import ServiceError
+from ltsp_lbcore.hostport import format_host_port
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ SD_LISTEN_FDS_START = 3
 def describe(sock):
     """'127.0.0.1:377' or '[::1]:377' for a bound socket."""
     host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+    return format_host_port(host, port)
 
 
 def _resolve(host, port):
@@ -77,7 +78,7 @@ def bind_all(addresses):
     try:
         for host, port in addresses:
             for family, sockaddr in _resolve(host, port):
-                shown = f"[{sockaddr[0]}]:{port}" if family == socket.AF_INET6 else f"{sockaddr[0]}:{port}"
+                shown = format_host_port(sockaddr[0], port)
                 try:
                     sockets.append(_bind_one(family, sockaddr))
                 except OSError as error:

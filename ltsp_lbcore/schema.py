@@ -121,11 +121,6 @@ def listen_addresses(text):
     return tuple(listen_address(word) for word in words)
 
 
-def format_listen_address(address):
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def command_line(text):
     """A command line split as a POSIX shell would split it, but never run by one -> tuple of words.
 

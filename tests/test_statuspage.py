@@ -313,6 +313,11 @@ class FakePool:
         self.servers = servers
 
 
+def series_of(history, host, port):
+    """One server's values oldest first, as /v1/history gives them."""
+    return next(row["fullness"] for row in history.view(0)["servers"] if (row["host"], row["port"]) == (host, port))
+
+
 def test_fullness_percent():
     assert fullness_percent(4, 16) == 25
     assert fullness_percent(None, 16) is None and fullness_percent(4, None) is None and fullness_percent(4, 0) is None
@@ -332,13 +337,13 @@ def test_history_keeps_the_peak_of_each_slot_and_gaps_when_down():
     history.record(pool, 35)
     server.stats = Stats(3, 10)
     history.record(pool, 65)
-    assert history.of("a", 377) == [None, 50, None, 30]
+    assert series_of(history, "a", 377) == [None, 50, None, 30]
     assert history.view(70)["pool"] == [None, 50, None, 30]
     # A stall of two slots clears them; four slots or more clear everything.
     history.record(pool, 125)
-    assert history.of("a", 377) == [None, 30, None, 30]
+    assert series_of(history, "a", 377) == [None, 30, None, 30]
     history.record(pool, 1000)
-    assert history.of("a", 377) == [None, None, None, 30]
+    assert series_of(history, "a", 377) == [None, None, None, 30]
     view = history.view(1005)
     assert view["newest_age_seconds"] == 15 and view["servers"] == [
         {"host": "a", "port": 377, "fullness": [None] * 3 + [30]}
@@ -352,8 +357,8 @@ def test_history_follows_a_reload():
     added = FakeServer("added", 4000, stats=Stats(5, 10))
     history.record(FakePool([kept, added]), 30)
     assert list(history.series) == [("kept", 377), ("added", 4000)]
-    assert history.of("kept", 377) == [None, 10, 10]
-    assert history.of("added", 4000) == [None, None, 50]
+    assert series_of(history, "kept", 377) == [None, 10, 10]
+    assert series_of(history, "added", 4000) == [None, None, 50]
     # The pool's load counts the servers of the moment: (1 + 9) / 20 then (1 + 5) / 20.
     assert history.view(30)["pool"] == [None, 50, 30]
 
