@@ -9,8 +9,9 @@ by SIGHUP without being reloaded, and the same table with scripts off.
 Chromium and chromedriver are Debian's (/usr/bin/chromium and
 /usr/bin/chromedriver; ``make test`` apt-gets chromium and chromium-driver
 when root). These tests skip only when they are missing and we are not
-root; as root a missing browser is a failure. ``SAVE_SCREENSHOT=1`` also
-writes docs/status-page.png; a screenshot is always saved under tmp_path.
+root; as root a missing browser is a failure. Screenshots are saved under
+tmp_path; ``SAVE_SCREENSHOT=1`` also writes the README's,
+docs/status-page.png, of a school's morning (test_the_readme_screenshot).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import threading
@@ -29,10 +31,15 @@ from types import SimpleNamespace
 
 import pytest
 import tornado.httpserver
+from fakeservers import stats as fake_stats
+from ltsp_loadbalancer import config
+from ltsp_loadbalancer.balancer import Balancer
 from ltsp_loadbalancer.http import make_application
 from ltsp_loadbalancer.statuspage import STATE_CLASSES, number, server_name, spark_path
 from ltsp_loadbalancer.web import extra_routes
 from sites import HOSTILE, crafted_pool
+
+from get_hosts.probe import ProbeResult
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -177,7 +184,7 @@ def test_a_person_sees_every_server_and_the_page_follows_a_drain(real_pool, brow
     # Down: an empty bar and a dash.
     used, pending, _track = bar_fractions(seen[names["down"]])
     assert (used, pending, seen[names["down"]]["c-fill"]) == (0, 0, "\u2014")
-    save_screenshot(driver, tmp_path)
+    save_screenshot(driver, tmp_path, "status-page-live.png")
 
     # The admin drains the ready server: the row follows, the page is not reloaded.
     real_pool.set_state("ready", "drain")
@@ -352,3 +359,77 @@ def sparkline_paths(driver):
         "  found[tr.cells[0].textContent] = tr.querySelector('.c-hist path').getAttribute('d'); });"
         "return found;"
     )
+
+
+# --- the README's screenshot -------------------------------------------------------------------------
+
+MORNING = (  # name, WEIGHT's capacity, sessions at the end of the hour
+    ("app1", 24.0, 17),
+    ("app2", 48.0, 30),  # WEIGHT = 200
+    ("app3", 24.0, 9),  # drained 20 minutes ago: its sessions leave as people log out
+    ("app4", 24.0, 24),  # full: Busy, a last resort
+    ("app5", 24.0, 0),  # its login service is broken: logins there never last (Failing)
+    ("app6", 24.0, 12),  # switched off 10 minutes ago (Down)
+    ("app7:3377", 24.0, 15),
+    ("app8", 24.0, 14),
+)
+
+
+def school_morning(balancer, end):
+    """Feed BALANCER (a real one) an hour of its servers' documents, as its poller would, ending at END.
+
+    The morning fills the pool; app3 is drained at -20 min, app6 goes down at -10 min, two clients report
+    their logins to app5 failed at the end (so this balancer ejects it; each got another host), and four
+    more logins are handed out: six pending in all.
+    """
+    entries = balancer.entries
+    for step in range(121):  # a poll every 30 s (one a history slot)
+        minute = step / 2
+        now = end - (60 - minute) * 60.0
+        share = min(1.0, minute / 45.0)  # people arrive over the first 45 minutes
+        results = []
+        for entry, (name, capacity, sessions) in zip(entries, MORNING):
+            if name == "app6" and minute >= 50:
+                results.append(ProbeResult(entry, None, None, "connect failed: Connection refused"))
+                continue
+            count = round(sessions * share)
+            state = "ready"
+            if name == "app3" and minute >= 40:
+                state, count = "drain", max(sessions, round(16 - (minute - 40) * 0.35))
+            stats = fake_stats(
+                hostname=name.split(":")[0],
+                state=state,
+                sessions=count,
+                capacity=capacity,
+                rating=0.0 if state != "ready" else max(0.0, capacity - count),
+                sample_age_ms=350 + 40 * len(results),
+            )
+            results.append(ProbeResult(entry, stats, 2.0 + 0.7 * len(results), None))
+        balancer.polled(entries, results, now)
+    for peer in ("10.0.0.21", "10.0.0.37"):
+        balancer.hosts(None, end, failed=["app5"], peer=peer)
+    for _ in range(4):
+        balancer.hosts(None, end)
+
+
+@pytest.mark.slow
+def test_the_readme_screenshot(browser, served_in_process, tmp_path):
+    """docs/status-page.png: a real Balancer (in this process, served by web.py and http.py) after a morning."""
+    settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", " ".join(m[0] for m in MORNING), "test")
+    balancer = Balancer(settings, rng=random.Random(2026))
+    url = served_in_process(balancer)  # its History records the polls from now on
+    driver = browser(javascript=True)
+    driver.set_window_size(1400, 640)
+    driver.get(url)  # the browser's first page is slow to come: the figures' ages would show it
+    school_morning(balancer, time.monotonic())
+    driver.get(url)
+    seen = wait_until(lambda: len(rows(driver)) == len(MORNING) and rows(driver), what="the morning's rows")
+    states = {name: row["c-state"] for name, row in seen.items()}
+    assert (states["app3"], states["app4"], states["app5"], states["app6"]) == ("Drain", "Busy", "Failing", "Down")
+    assert {states[name] for name in ("app1", "app2", "app7:3377", "app8")} == {"Idle"}
+    assert seen["app2"]["c-fill"] == "30 / 48" and seen["app5"]["c-eject"] == "1"
+    assert sum(int(row["c-pending"]) for row in seen.values()) == 6
+    assert all(sparkline_paths(driver)[name] for name in states)  # an hour of history on every row
+    path = save_screenshot(driver, tmp_path)
+    assert path.stat().st_size > 10_000
+    assert console_errors(driver) == []
