@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import sys
 from time import monotonic
@@ -89,6 +90,7 @@ async def serve(args, balancer, sockets):
     poller = Poller(balancer)
     routes, observe = extra_routes(balancer, poller)
     server = make_server(make_application(balancer, routes, observe), settings, AllowList(settings.allow))
+    server.max_clients = client_limit(settings)
     server.add_sockets(sockets)
     for sock in sockets:
         log.info("listening on %s", listeners.describe(sock))
@@ -103,7 +105,8 @@ async def serve(args, balancer, sockets):
             return
         balancer.reconfigure(new, monotonic())
         server.allow = AllowList(new.allow)
-        server.max_clients = new.max_clients
+        server.max_clients = client_limit(new)
+        server.client_timeout = new.client_timeout_seconds
         poller.poll_now()
         log.info("reloaded %s: %s", new.path, _describe(new))
         _warn_conflicts(new)
@@ -122,6 +125,33 @@ async def serve(args, balancer, sockets):
     return 0
 
 
+def client_limit(settings):
+    """MAX_CLIENTS as the descriptor limit allows it (raised toward what it needs, up to the hard limit): clamped
+    with one warning when it does not, so a client beyond it is refused instead of accept() spinning on EMFILE."""
+    others = len(settings.servers) + SPARE_FILE_DESCRIPTORS
+    wanted = settings.max_clients + others
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError):  # a seccomp filter, a container: the soft limit stays
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return settings.max_clients
+    allowed = max(1, soft - others)
+    log.warning(
+        "MAX_CLIENTS %d needs about %d file descriptors, only %d are allowed: at most %d clients at once "
+        "(raise LimitNOFILE / ulimit -n, or lower MAX_CLIENTS)",
+        settings.max_clients,
+        wanted,
+        soft,
+        allowed,
+    )
+    return allowed
+
+
 def _warn_conflicts(settings):
     for warning in config.conflicts(settings):
         log.warning("%s", warning)
@@ -133,7 +163,6 @@ def run(args):
     balancer = Balancer(settings)
     privileges.drop_to(settings.user, settings.path, preload=LATE_IMPORTS)
     check_config_readable(settings.path)
-    privileges.ensure_open_files(settings.max_clients + len(settings.servers) + SPARE_FILE_DESCRIPTORS)
     return asyncio.run(serve(args, balancer, sockets))
 
 

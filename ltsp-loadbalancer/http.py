@@ -30,6 +30,8 @@ closed at once.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
 import logging
 import urllib.parse
@@ -37,6 +39,7 @@ from time import monotonic
 
 import tornado.httpserver
 import tornado.httputil
+import tornado.ioloop
 import tornado.web
 
 from ltsp_lbcore.refusals import RefusalLog
@@ -46,6 +49,15 @@ from . import query as query_module
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 8192
+# A login is one request per connection; a browser keeps a few hundred requests on one. Beyond this the
+# connection is closed after its answer: a pipelined burst is bounded by this, not by the client.
+MAX_REQUESTS_PER_CONNECTION = 100
+ACCEPT_BATCH = 128  # connections accepted per readiness event (Tornado's own backlog heuristic)
+ACCEPT_BACKOFF_SECONDS = (0.05, 1.0)  # the first pause after accept() ran out of descriptors, the longest
+ACCEPT_PAUSE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+LOG_INTERVAL_SECONDS = 60.0
+# The loggers whose lines a client can cause (malformed requests, errors in a request).
+CLIENT_DRIVEN_LOGGERS = ("tornado.general", "tornado.application", "tornado.access")
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -94,11 +106,16 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
         self.body.append(chunk)
 
     def finish(self):
+        if self.connection.stream.closed():  # the client is gone (reset while its requests queued): no work
+            return
         query = self.start_line.path.partition("?")[2]
-        if self.start_line.method not in ("GET", "POST"):
-            self._respond(405, "only GET and POST", {"Allow": "GET, POST"})
+        method = self.start_line.method
+        if method not in ("GET", "POST", "HEAD"):
+            self._respond(405, "only GET and POST", {"Allow": "GET, HEAD, POST"})
             return
         fields = urllib.parse.parse_qs(query)
+        if method == "HEAD":  # the headers of GET's answer, no body: a look, never a login (HTTP: HEAD is safe)
+            fields["peek"] = ["1"]
         if self.start_line.method == "POST":
             fields.update(urllib.parse.parse_qs(b"".join(self.body).decode("latin-1")))
         peer = self.connection.context.remote_ip
@@ -123,6 +140,8 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
             }
         )
         reason = tornado.httputil.responses.get(status, "Unknown")
+        if self.start_line.method == "HEAD":
+            body = None
         self.connection.write_headers(tornado.httputil.ResponseStartLine("HTTP/1.1", status, reason), headers, body)
         self.connection.finish()
         if self.observe is not None:
@@ -130,6 +149,13 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
 
     def on_connection_close(self):
         self.body = []
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path without a route: Tornado's own ErrorHandler would say its name and version."""
+
+    def prepare(self):
+        raise tornado.web.HTTPError(404)
 
 
 class PoolHandler(BaseHandler):
@@ -193,19 +219,115 @@ def make_application(balancer, extra_routes=(), observe=None):
     routes = [(r"/v1/pool", PoolHandler, {"balancer": balancer}), *extra_routes]
     # No access log: a morning storm is thousands of requests a minute, and
     # the answers carry nothing worth keeping (the counters do).
-    application = tornado.web.Application(routes, log_function=log_function or (lambda handler: None))
+    application = tornado.web.Application(
+        routes,
+        log_function=log_function or (lambda handler: None),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"balancer": balancer},
+    )
     return Router(balancer, application, observe)
 
 
-class GuardedHTTPServer(tornado.httpserver.HTTPServer):
-    """Tornado's HTTP server with ALLOW and MAX_CLIENTS applied to each new connection."""
+class _Guarded(tornado.httputil.HTTPMessageDelegate):
+    """One request on a guarded connection (GuardedHTTPServer's rules): ALLOW again from the second on; the
+    last one a connection may send asks Tornado to close after it; read whole, it gets the write deadline."""
 
-    def initialize(self, *args, allow=None, max_clients=1024, **kwargs):
+    __slots__ = ("count", "delegate", "request_conn", "server", "server_conn")
+
+    def __init__(self, server, server_conn, request_conn, delegate, count):
+        self.server, self.server_conn, self.request_conn = server, server_conn, request_conn
+        self.delegate, self.count = delegate, count  # COUNT: this request's number on its connection
+
+    def headers_received(self, start_line, headers):
+        if self.count > 1 and self.server.allow is not None:  # ALLOW may have changed since the accept
+            peer = self.request_conn.context.remote_ip
+            if not self.server.allow.allows(peer):
+                self.server.refusals.refused(peer, "not in ALLOW (since a reload)", monotonic())
+                self.request_conn.stream.close()
+                return None
+        if self.count >= MAX_REQUESTS_PER_CONNECTION:
+            self.request_conn._disconnect_on_finish = True  # Tornado's own flag for "Connection: close"
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk):
+        return self.delegate.data_received(chunk)
+
+    def finish(self):
+        # Read whole: from now on the answer must be taken within the client timeout (a write timeout).
+        self.server.deadline(self.server_conn, self.request_conn.stream)
+        if self.request_conn.stream.closed():  # gone before its turn came (pipelined, then reset): no work
+            return None  # (Tornado told the delegate at the close)
+        return self.delegate.finish()
+
+    def on_connection_close(self):
+        self.delegate.on_connection_close()
+
+
+class LogLimit(logging.Filter):
+    """Lines a client can cause (Tornado's malformed-request and error lines): the first of each kind an
+    interval, then one line with the count of the rest (ltsp_lbcore.refusals' idea, keyed by message)."""
+
+    def __init__(self, interval=LOG_INTERVAL_SECONDS, clock=monotonic, max_kinds=256):
+        super().__init__()
+        self.interval, self.clock, self.max_kinds = interval, clock, max_kinds
+        self.kinds = {}  # (logger, message template) -> [first time, suppressed count]
+
+    def filter(self, record):
+        now = self.clock()
+        self.flush(now)
+        key = (record.name, str(record.msg))
+        seen = self.kinds.get(key)
+        if seen is None:
+            if len(self.kinds) < self.max_kinds:
+                self.kinds[key] = [now, 0]
+                return True
+            key = ("", "other client-driven lines")
+            seen = self.kinds.setdefault(key, [now, 0])
+        seen[1] += 1
+        return False
+
+    def flush(self, now):
+        for key, (since, count) in list(self.kinds.items()):
+            if now - since >= self.interval:
+                del self.kinds[key]
+                if count:
+                    log.warning(
+                        "%d more lines like %r in %.0f s (one line a %g s)", count, key[1], now - since, self.interval
+                    )
+
+
+def limit_client_logs(filter_=None):
+    """Rate-limit the loggers a client drives (Tornado's), once per process."""
+    filter_ = filter_ or LogLimit()
+    for name in CLIENT_DRIVEN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, LogLimit) for existing in logger.filters):
+            logger.addFilter(filter_)
+    return filter_
+
+
+class GuardedHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server with the balancer's bounds on each connection.
+
+    - ALLOW at accept, and again at each further request of a kept-alive connection (ALLOW may have
+      changed at a reload); beyond MAX_CLIENTS open connections, new ones are closed at once.
+    - One deadline per connection, CLIENT_TIMEOUT_SECONDS: for reading each request (from the moment the
+      connection waits for it: connect, or the previous answer written) and again for writing its answer
+      (a client that pipelines and never reads is dropped).
+    - At most MAX_REQUESTS_PER_CONNECTION requests per connection; the last is answered with
+      ``Connection: close``. A request whose client is gone by its turn is not worked on.
+    - accept() failing for want of descriptors or memory stops accepting for a while (ACCEPT_BACKOFF),
+      one line, instead of spinning.
+    """
+
+    def initialize(self, *args, allow=None, max_clients=1024, client_timeout=5.0, **kwargs):
         super().initialize(*args, **kwargs)
         self.allow = allow
         self.max_clients = max_clients
+        self.client_timeout = client_timeout
         self.open_connections = 0
         self.refusals = RefusalLog(log)  # one warning per peer a minute, then the count of the rest
+        self.accept_errors = RefusalLog(log)
 
     def handle_stream(self, stream, address):
         host = address[0] if isinstance(address, tuple) else ""
@@ -220,16 +342,86 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         self.open_connections += 1
         super().handle_stream(stream, address)
 
+    def deadline(self, server_conn, stream):
+        """(Re)start the connection's one timer: CLIENT_TIMEOUT_SECONDS from now, then it is closed."""
+        timer = getattr(server_conn, "lb_timer", None)
+        if timer is not None:
+            timer.cancel()
+        server_conn.lb_timer = asyncio.get_running_loop().call_later(self.client_timeout, stream.close)
+
+    def start_request(self, server_conn, request_conn):
+        count = getattr(server_conn, "lb_requests", 0) + 1
+        server_conn.lb_requests = count
+        stream = request_conn.stream
+        self.deadline(server_conn, stream)
+        delegate = super().start_request(server_conn, request_conn)
+        return _Guarded(self, server_conn, request_conn, delegate, count)
+
     def on_close(self, server_conn):
         self.open_connections -= 1
+        timer = getattr(server_conn, "lb_timer", None)
+        if timer is not None:
+            timer.cancel()
         super().on_close(server_conn)
+
+    def add_sockets(self, sockets):
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = self._accept_from(sock)
+
+    def _accept_from(self, sock):
+        """Tornado's accept handler, but out of descriptors it pauses (doubling, up to a second), never spins."""
+        io_loop = tornado.ioloop.IOLoop.current()
+        state = {"removed": False, "paused": None, "backoff": ACCEPT_BACKOFF_SECONDS[0]}
+
+        def resume():
+            state["paused"] = None
+            if not state["removed"]:
+                io_loop.add_handler(sock, accept, tornado.ioloop.IOLoop.READ)
+
+        def accept(fd, events):
+            for _ in range(ACCEPT_BATCH):
+                if state["removed"]:
+                    return
+                try:
+                    connection, address = sock.accept()
+                except BlockingIOError:
+                    state["backoff"] = ACCEPT_BACKOFF_SECONDS[0]
+                    return
+                except ConnectionAbortedError:
+                    continue
+                except OSError as error:
+                    if error.errno not in ACCEPT_PAUSE_ERRNOS:
+                        raise
+                    io_loop.remove_handler(sock)
+                    wait = state["backoff"]
+                    state["backoff"] = min(wait * 2, ACCEPT_BACKOFF_SECONDS[1])
+                    state["paused"] = io_loop.call_later(wait, resume)
+                    self.accept_errors.refused(
+                        "new clients", f"cannot accept: {error.strerror}; accepting pauses {wait:g} s", monotonic()
+                    )
+                    return
+                self._handle_connection(connection, address)
+
+        def remove():
+            if state["paused"] is not None:
+                io_loop.remove_timeout(state["paused"])
+            elif not state["removed"]:
+                io_loop.remove_handler(sock)
+            state["removed"] = True
+
+        io_loop.add_handler(sock, accept, tornado.ioloop.IOLoop.READ)
+        return remove
 
 
 def make_server(application, config, allow):
+    limit_client_logs()
     return GuardedHTTPServer(
         application,
         allow=allow,
         max_clients=config.max_clients,
+        client_timeout=config.client_timeout_seconds,
+        # Tornado's own timeouts stay as a backstop; the connection's deadline (above) comes first.
         idle_connection_timeout=config.client_timeout_seconds,
         body_timeout=config.client_timeout_seconds,
         max_header_size=MAX_HEADER_BYTES,

@@ -14,6 +14,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource
+import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -169,3 +172,166 @@ def test_a_hanging_resolver_costs_a_few_threads_however_many_names_and_rounds():
     resolver = names.for_round(probes)  # the answers are kept: this round has them at once
     assert len(resolver.drain()) == 200
     resolver.close()
+
+
+# --- 2. bounds on what one connection costs -----------------------------------------------------
+
+
+def raw_exchange(address, data, read_seconds=3.0, rcvbuf=None):
+    """Send DATA on a new connection, then read until the balancer closes it: (bytes read, seconds to close)."""
+    with socket.socket() as sock:
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(read_seconds)
+        sock.connect(address)
+        started = time.monotonic()
+        sock.sendall(data)
+        chunks = []
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        return b"".join(chunks), time.monotonic() - started
+
+
+def test_a_pipelined_burst_is_bounded_per_connection(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nPOLL_SECONDS = 0.3\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    one = b"GET /v1/hosts?peek=1 HTTP/1.1\r\nHost: b\r\nX-LTSP-Client: get_hosts\r\n\r\n"
+    data, _seconds = raw_exchange(balancer.address, one * 300)
+    answers = data.count(b"HTTP/1.1 200 ")
+    assert answers == 100 and data.count(b"Connection: close") == 1, answers  # then closed: not 300
+
+
+@pytest.mark.slow
+def test_a_client_that_never_reads_its_answers_loses_its_connection(conf_dir, procs):
+    servers = " ".join(f"127.0.8.{i}:1" for i in range(1, 251))  # a big /v1/pool: nothing listens there
+    conf = write(
+        conf_dir / "b.conf",
+        f"SERVERS = {servers}\nPOLL_SECONDS = 5\nPOLL_TIMEOUT_MS = 100\nMAX_CLIENTS = 2\nCLIENT_TIMEOUT_SECONDS = 1\n",
+    )
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    request = b"GET /v1/pool HTTP/1.1\r\nHost: b\r\n\r\n" * 60  # ~6 MB of answers
+    held = []
+    try:
+        for _ in range(2):
+            sock = socket.create_connection(balancer.address, timeout=5)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request)
+            held.append(sock)  # and never read
+        time.sleep(0.3)
+        with socket.create_connection(balancer.address, timeout=5) as third:
+            assert third.recv(10) == b""  # MAX_CLIENTS: both slots are taken
+        time.sleep(1.5)  # the write deadline (CLIENT_TIMEOUT_SECONDS) has passed: both are dropped
+        assert balancer.request("GET", "/v1/pool")[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_max_clients_above_the_descriptor_limit_is_clamped_and_accept_never_spins(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nMAX_CLIENTS = 1024\n")
+
+    def few_descriptors():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (150, 150))
+
+    balancer = procs(Balancer(conf, preexec_fn=few_descriptors).start())
+    (line,) = balancer.wait_for(r"MAX_CLIENTS 1024 needs about")
+    assert "at most 85 clients at once" in line, line
+    before = balancer.cpu_seconds()
+    held = []
+    try:
+        for _ in range(200):
+            held.append(socket.create_connection(balancer.address, timeout=5))
+        time.sleep(2.0)
+        # Beyond the clamp: closed at once, one line per peer a minute; never an accept() loop on EMFILE.
+        assert balancer.cpu_seconds() - before < 0.5
+        assert len(balancer.lines) < 20, balancer.lines[-5:]
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.3)
+    assert balancer.request("GET", "/v1/pool")[0] == 200
+
+
+def test_lines_a_client_causes_are_rate_limited(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\n")
+    balancer = procs(Balancer(conf).start())
+    before = len(balancer.lines)
+    for _ in range(100):
+        raw_exchange(balancer.address, b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", read_seconds=2)
+    time.sleep(0.3)
+    caused = balancer.lines[before:]
+    assert 1 <= len(caused) <= 2, caused[:5]  # the first, and no more within the minute
+
+
+# --- 5. lesser items, fixed at the root ---------------------------------------------------------
+
+
+def test_head_is_answered_like_get_without_a_body_and_counts_nothing(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nPOLL_SECONDS = 0.3\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    head = b"HEAD /v1/hosts HTTP/1.1\r\nHost: b\r\nX-LTSP-Client: get_hosts\r\nConnection: close\r\n\r\n"
+    for _ in range(5):
+        data, _seconds = raw_exchange(balancer.address, head)
+        status_line, _, rest = data.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 200 OK" and rest.endswith(b"\r\n\r\n"), data  # headers only
+        assert b"Content-Length: 10\r\n" in rest  # GET's "127.0.0.1\n"
+    assert sum(row["pending"] for row in pool(balancer)["servers"]) == 0  # a look, not a login
+    assert not [line for line in balancer.lines if "Traceback" in line or "ERROR" in line]
+
+
+def test_a_client_removed_from_allow_by_a_reload_loses_its_kept_alive_connection(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nALLOW = 127.0.0.0/8\n")
+    balancer = procs(Balancer(conf).start())
+    host, port = balancer.address
+    kept = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        kept.request("GET", "/v1/pool")
+        response = kept.getresponse()
+        assert (response.status, bool(response.read())) == (200, True)
+        write(conf, f"SERVERS = 127.0.0.1:{daemon.address[1]}\nALLOW = 10.0.0.0/8\n")
+        balancer.proc.send_signal(signal.SIGHUP)
+        balancer.wait_for(r"reloaded ")
+        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+            kept.request("GET", "/v1/pool")
+            kept.getresponse().read()
+        balancer.wait_for(r"refused 127\.0\.0\.1: not in ALLOW \(since a reload\)")
+    finally:
+        kept.close()
+
+
+def test_the_client_timeout_is_the_whole_request_not_twice_it(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nCLIENT_TIMEOUT_SECONDS = 1\n")
+    balancer = procs(Balancer(conf).start())
+    with socket.create_connection(balancer.address, timeout=5) as slow:
+        started = time.monotonic()
+        slow.sendall(b"POST /v1/hosts HTTP/1.1\r\nHost: b\r\n")
+        time.sleep(0.8)
+        slow.sendall(b"Content-Length: 100\r\n\r\nservers=")  # the headers in time, then a body that never comes
+        with pytest.raises(ConnectionResetError):
+            assert slow.recv(100) == b""
+            raise ConnectionResetError  # a close is what we wait for, however it comes
+        assert 0.9 <= time.monotonic() - started < 1.4  # CLIENT_TIMEOUT_SECONDS after connecting, not 1.8
+
+
+def test_no_answer_names_the_library(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\n")
+    balancer = procs(Balancer(conf).start())
+    host, port = balancer.address
+    asked = [("GET", "/nowhere"), ("GET", "/v1/pool"), ("PUT", "/v1/pool"), ("DELETE", "/"), ("GET", "/metrics")]
+    asked += [("GET", "/v1/hosts"), ("PUT", "/v1/hosts"), ("HEAD", "/v1/hosts"), ("GET", "/v1/history")]
+    for method, path in asked:
+        connection = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            connection.request(method, path, headers=HOSTS_HEADERS)
+            response = connection.getresponse()
+            response.read()
+            assert response.getheader("Server") is None, (method, path, response.status, response.getheader("Server"))
+        finally:
+            connection.close()
