@@ -486,9 +486,9 @@ def example_text():
 
 
 POOL = "app1 app2 app3 app4:3377 [2001:db8::10]:377"
+# LB_ALGORITHM is left unset in [clients]: a set one would be sent to the balancer too (the default is two-choice).
 SITE = {
     "LB_SERVERS": POOL,
-    "LB_ALGORITHM": "two-choice",
     "LB_PORT": "377",
     "LB_TIMEOUT": "1000",
     "LB_MAX_LOAD": "3.0",
