@@ -64,7 +64,7 @@ def addresses(count):
 
 def generate(port, path, rate, seconds, clients):
     """Send requests to 127.0.0.1:PORT; RATE 0 means closed loop. Prints a JSON line of results."""
-    request = f"GET {path} HTTP/1.0\r\nHost: balancer\r\nConnection: close\r\n\r\n".encode()
+    request = f"GET {path} HTTP/1.0\r\nHost: balancer\r\nConnection: close\r\nX-LTSP-Client: get_hosts\r\n\r\n".encode()
     selector = selectors.DefaultSelector()
     start = time.monotonic()
     end = start + seconds
@@ -209,7 +209,8 @@ def run_wrk(port, path, seconds):
     if wrk is None:
         return None
     url = f"http://127.0.0.1:{port}{path}"
-    command = [wrk, "-t1", f"-c{CLIENTS}", f"-d{seconds:g}s", "-H", "Connection: close", "--latency", url]
+    command = [wrk, "-t1", f"-c{CLIENTS}", f"-d{seconds:g}s", "-H", "Connection: close"]
+    command += ["-H", "X-LTSP-Client: get_hosts", "--latency", url]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
     rate = p99 = None
     for line in out.splitlines():

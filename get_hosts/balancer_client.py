@@ -100,7 +100,8 @@ def settings_fields(settings, identity=None):
 def request_bytes(method, path, host, form=None):
     """The HTTP/1.0 request: FORM (a dict) as the query of a GET, or the body of a POST."""
     body = "&".join(f"{key}={quote(value)}" for key, value in (form or {}).items())
-    head = f"Host: {host}\r\nConnection: close\r\nUser-Agent: get_hosts\r\n"
+    # X-LTSP-Client: the balancer counts a login only with it (no web page can send it cross-site).
+    head = f"Host: {host}\r\nConnection: close\r\nUser-Agent: get_hosts\r\nX-LTSP-Client: get_hosts\r\n"
     if method == "GET":
         target = f"{path}?{body}" if body else path
         return f"GET {target} HTTP/1.0\r\n{head}\r\n".encode()

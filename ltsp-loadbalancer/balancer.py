@@ -133,13 +133,13 @@ class Balancer:
             return None, f"the latest poll finished {now - polled_at:.0f} s ago: polling has stopped (see the log)"
         among = None
         if words is not None:
-            among = pool.known(words)
+            among = pool.known(words, peer)
             if not among:
                 answers[UNKNOWN_SERVERS] += 1
                 return None, "none of the servers named in the request is in this balancer's SERVERS"
         last = ()
         if failed:
-            last = pool.known(failed[:1])
+            last = pool.known(failed[:1], peer)
             if last and not ask.peek:
                 pool.report(last, peer, now)
         order = pool.choose(now, among, last, peer, ask)

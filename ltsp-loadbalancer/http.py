@@ -49,6 +49,9 @@ from . import query as query_module
 log = logging.getLogger(__name__)
 
 MAX_HEADER_BYTES = 8192
+# What get_hosts sends with every /v1/hosts request (balancer_client.request_bytes): a header no web page can
+# add to a cross-site request without a CORS preflight, so a login the balancer counts comes from a program.
+CLIENT_HEADER = "X-LTSP-Client"
 # A login is one request per connection; a browser keeps a few hundred requests on one. Beyond this the
 # connection is closed after its answer: a pipelined burst is bounded by this, not by the client.
 MAX_REQUESTS_PER_CONNECTION = 100
@@ -81,6 +84,20 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(text + "\n")
 
 
+def cross_site_reason(headers):
+    """Why a login request may come from a web page rather than get_hosts (a browser can be made to send it
+    cross-site: a GET with a side effect), or None. get_hosts sends CLIENT_HEADER, which no page can add
+    without a CORS preflight the balancer never grants, and never sends cookies, Origin or Sec-Fetch-Site."""
+    if headers is None or not headers.get(CLIENT_HEADER):
+        return f"a login request needs the {CLIENT_HEADER} header (get_hosts sends it; peek=1 needs none)"
+    if "Cookie" in headers or "Origin" in headers:
+        return "a login request with a Cookie or Origin header comes from a browser: refused"
+    site = headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("none", "same-origin"):
+        return f"a login request with Sec-Fetch-Site {site[:20]!r} comes from another site: refused"
+    return None
+
+
 class HostsRequest(tornado.httputil.HTTPMessageDelegate):
     """One /v1/hosts request, answered without a RequestHandler: the hot path of a login storm.
 
@@ -98,9 +115,10 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
         self.observe = observe
         self.started = monotonic()
         self.body = []
+        self.headers = None
 
     def headers_received(self, start_line, headers):
-        return None
+        self.headers = headers
 
     def data_received(self, chunk):
         self.body.append(chunk)
@@ -120,6 +138,11 @@ class HostsRequest(tornado.httputil.HTTPMessageDelegate):
             fields.update(urllib.parse.parse_qs(b"".join(self.body).decode("latin-1")))
         peer = self.connection.context.remote_ip
         asked = query_module.from_fields(fields, peer)
+        if not asked.ask.peek:
+            forged = cross_site_reason(self.headers)
+            if forged is not None:
+                self._respond(403, forged)
+                return
         ask = query_module.with_limits(asked, self.balancer.pool.limits)
         line, reason = self.balancer.hosts(asked.servers, monotonic(), asked.failed, peer, ask)
         applied = {"X-LTSP-Applied": query_module.applied(asked)}

@@ -99,6 +99,7 @@ ALONE_BELOW = 1.4  # alone, timing noise moves the ratio by a few tenths
 MAX_SHARE_SCALE = 8.0
 # Distinct request words remembered by Pool.known (a site's clients name one pool).
 KNOWN_CACHE_WORDS = 4096
+KNOWN_WORDS_PER_CLIENT = 64  # a client names its pool, a few spellings of each: more is junk
 _INDEX = operator.itemgetter(2)  # a ranking key's server index
 # The tier of servers ejected as outliers (choose's tiers are PREFERRED 0 and LAST_RESORT 1).
 EJECTED = 2
@@ -159,6 +160,7 @@ class Pool:
         # Per tier (PREFERRED, LAST_RESORT): sorted [(fullness, tiebreak, index)].
         self._ranked = {choose.PREFERRED: [], choose.LAST_RESORT: [], EJECTED: []}
         self._known_words = {}
+        self._known_added = {}  # peer -> words it added to _known_words (at most as many peers as words)
         self._skipped_by = {}  # Limits -> frozenset of the indexes its limit filters skip (until the next poll)
         self._by_name = {}
         for index, server in enumerate(self.servers):
@@ -319,11 +321,14 @@ class Pool:
 
     # --- choosing -------------------------------------------------------------------
 
-    def known(self, words):
+    def known(self, words, peer=None):
         """Indexes of the servers named by WORDS (host or host:port); unknown ones are left out.
 
         Every client of a site names the same pool, so each word's answer is
-        kept (up to KNOWN_CACHE_WORDS of them, for this SERVERS).
+        kept (up to KNOWN_CACHE_WORDS of them, for this SERVERS): only a word
+        that names a server, and at most KNOWN_WORDS_PER_CLIENT added by one
+        client (PEER), so junk or endless spellings from one client cannot
+        fill it and leave everyone else's words unkept.
         """
         from ltsp_lbcore.hostport import parse_host_port
 
@@ -339,8 +344,11 @@ class Pool:
                 else:
                     candidates = self._by_name.get(host.lower(), ())
                     indexes = tuple(i for i in candidates if port is None or self.servers[i].entry.port == port)
-                if len(cache) < KNOWN_CACHE_WORDS:
-                    cache[word] = indexes
+                if indexes and len(cache) < KNOWN_CACHE_WORDS:
+                    added = self._known_added.get(peer, 0)
+                    if added < KNOWN_WORDS_PER_CLIENT:
+                        self._known_added[peer] = added + 1
+                        cache[word] = indexes
             chosen.update(indexes)
         return sorted(chosen)
 

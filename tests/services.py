@@ -80,8 +80,11 @@ class Balancer(_Service):
         """(status, body text) of one HTTP request to the balancer."""
         host, port = self.address
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        headers = dict(headers or {})
+        if path.startswith("/v1/hosts"):
+            headers.setdefault("X-LTSP-Client", "get_hosts")  # what get_hosts sends: a login needs it
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            connection.request(method, path, body=body, headers=headers)
             response = connection.getresponse()
             return response.status, response.read().decode("utf-8")
         finally:

@@ -44,7 +44,10 @@ Answer = namedtuple("Answer", "status headers body")
 
 def http(address, path, data=None, headers=None, timeout=10.0):
     """One request to ADDRESS (host, port): Answer(status, headers, body bytes), 4xx and 5xx included."""
-    request = urllib.request.Request(f"http://{address[0]}:{address[1]}{path}", data=data, headers=headers or {})
+    headers = dict(headers or {})
+    if path.startswith("/v1/hosts"):
+        headers.setdefault("X-LTSP-Client", "get_hosts")  # what get_hosts sends: a login needs it
+    request = urllib.request.Request(f"http://{address[0]}:{address[1]}{path}", data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return Answer(response.status, response.headers, response.read())

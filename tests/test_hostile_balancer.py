@@ -335,3 +335,57 @@ def test_no_answer_names_the_library(conf_dir, procs, daemon):
             assert response.getheader("Server") is None, (method, path, response.status, response.getheader("Server"))
         finally:
             connection.close()
+
+
+# --- 4. accounting that one client cannot skew ------------------------------------------------
+
+
+FORGEABLE = [
+    {},  # a plain <img src> or link: no header at all
+    {"X-LTSP-Client": "get_hosts", "Cookie": "a=b"},
+    {"X-LTSP-Client": "get_hosts", "Origin": "http://evil.example"},
+    {"X-LTSP-Client": "get_hosts", "Sec-Fetch-Site": "cross-site"},
+    {"X-LTSP-Client": "get_hosts", "Sec-Fetch-Site": "same-site"},
+]
+
+
+@pytest.mark.parametrize("headers", FORGEABLE, ids=["no header", "cookie", "origin", "cross-site", "same-site"])
+def test_a_login_a_browser_could_forge_cross_site_is_refused_and_counts_nothing(conf_dir, procs, daemon, headers):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nPOLL_SECONDS = 0.3\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    host, port = balancer.address
+    for method, body in (("GET", None), ("POST", "servers=127.0.0.1")):
+        connection = http.client.HTTPConnection(host, port, timeout=5)
+        try:
+            form = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+            connection.request(method, "/v1/hosts", body=body, headers={**headers, **form})
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
+        assert response.status == 403 and text.count("\n") == 1, (method, response.status, text)
+    assert sum(row["pending"] for row in pool(balancer)["servers"]) == 0
+    # A look counts nothing, so it needs no header (curl checks); get_hosts' own request is a login.
+    assert balancer.request("GET", "/v1/hosts?peek=1", headers={"X-LTSP-Client": ""})[0] == 200
+    assert balancer.request("GET", "/v1/hosts") == (200, "127.0.0.1\n")
+    assert sum(row["pending"] for row in pool(balancer)["servers"]) == 1
+
+
+def test_one_client_cannot_fill_the_cache_of_request_words():
+    import random
+
+    from ltsp_loadbalancer.pool import KNOWN_WORDS_PER_CLIENT, Pool
+
+    from get_hosts.settings import PoolEntry
+
+    pool = Pool([PoolEntry(f"app{i}", f"app{i}", 377) for i in range(1000)], random.Random(1))
+    junk = [f"junk{i}.example" for i in range(5000)]
+    spellings = [f"APP1:{'0' * i}377" for i in range(200)]  # endless ways to name one server
+    assert pool.known(junk, "10.0.0.66") == []
+    assert pool.known(spellings, "10.0.0.66") == [1]
+    assert len(pool._known_words) <= KNOWN_WORDS_PER_CLIENT
+    # Everyone else's words are still kept: a login naming 30 servers parses them once.
+    words = [f"app{i}" for i in range(30)]
+    assert pool.known(words, "10.0.0.7") == list(range(30))
+    assert all(word in pool._known_words for word in words)

@@ -229,7 +229,7 @@ def hosts_from(balancer, source, query, connection=None):
     own = connection is None
     connection = connection or http.client.HTTPConnection(host, port, timeout=5, source_address=(source, 0))
     try:
-        connection.request("GET", f"/v1/hosts?{query}")
+        connection.request("GET", f"/v1/hosts?{query}", headers={"X-LTSP-Client": "get_hosts"})
         response = connection.getresponse()
         return response.status, response.read().decode("utf-8")
     finally:

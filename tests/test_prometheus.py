@@ -107,7 +107,7 @@ class Morning:
         host, port = self.balancers[balancer].address
         connection = HTTPConnection(host, port, timeout=5, source_address=(source, 0) if source else None)
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers={"X-LTSP-Client": "get_hosts"})
             response = connection.getresponse()
             response.read()
             return response.status
