@@ -16,6 +16,11 @@ Rules:
 - ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
+- **One login per client at a time**: a client (by its address) that asks
+  again within ONE_LOGIN_SECONDS gets, for the same request, the same line
+  and counts nothing; for another request, an answer that counts nothing
+  (no login, no failed= report). A 503 is no login. So one client cannot
+  skew the accounting by asking in a loop or naming other servers.
 - Figures older than ``stale_after`` (a few rounds: polling has stopped)
   are not answered from: 503 with their age, so get_hosts probes itself.
 - ``failed=HOST`` (get_hosts' retry): HOST goes last in this answer and is
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 
 from get_hosts.settings import PoolEntry
 from ltsp_lbcore.hostport import format_host_port
@@ -43,6 +48,13 @@ from ltsp_lbcore.states import DOWN
 from .pool import NO_ASK, USABLE_TIERS, Limits, Pool
 
 OK, NO_SERVER, UNKNOWN_SERVERS, STALE = "ok", "no_usable_server", "unknown_servers", "stale_figures"
+
+
+# A client asking again within this many seconds is the same login (a retry, a double click, or a client
+# trying to skew the accounting): the same request gets the same line, another one an answer that counts
+# nothing. get_hosts asks once per login; LB_RETRY_SECONDS' retry comes later than this.
+ONE_LOGIN_SECONDS = 5.0
+MAX_RECENT_CLIENTS = 65536  # clients remembered at once (a storm of distinct ones: the oldest go first)
 
 
 def limits_of(config):
@@ -71,6 +83,7 @@ class Balancer:
         self.labels = []  # the server label of each entry, pool order
         self.pool = self._new_pool(config)
         self.polls = 0
+        self._recent = OrderedDict()  # peer -> (login time, request, line): ONE_LOGIN_SECONDS, oldest first
         self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
     def _new_pool(self, config):
@@ -91,6 +104,7 @@ class Balancer:
         old = {(s.entry.host, s.entry.port): i for i, s in enumerate(old_pool.servers)}
         self.config = config
         self.pool = self._new_pool(config)
+        self._recent.clear()  # their lines may name servers gone from SERVERS
         kept = []
         for index, server in enumerate(self.pool.servers):
             previous_index = old.get((server.entry.host, server.entry.port))
@@ -131,6 +145,15 @@ class Balancer:
             # Polling has stopped (poller.py logs why): dead servers would still look Idle.
             answers[STALE] += 1
             return None, f"the latest poll finished {now - polled_at:.0f} s ago: polling has stopped (see the log)"
+        request = None  # (words, failed, ask) of a login that counts
+        if not ask.peek and peer is not None:
+            request = (words and tuple(words), failed and failed[0], ask)
+            seen = self._recent_login(peer, now)
+            if seen is not None:
+                if seen[1] == request:  # the same request again: the same answer
+                    return seen[2], None
+                ask = ask._replace(peek=True)  # another request: answered, but this client's login counted already
+                answers = Counter()
         among = None
         if words is not None:
             among = pool.known(words, peer)
@@ -148,11 +171,25 @@ class Balancer:
             if self.pool.polled_at is None:
                 return None, "no poll has finished yet"
             return None, self.pool.down_reason(among, ask.limits)
+        line = " ".join(map(self.pool.names.__getitem__, order))
         if ask.peek:
-            return " ".join(map(self.pool.names.__getitem__, order)), None
+            return line, None
         self.answers[OK] += 1
         self.handed_out[self.labels[order[0]]] += 1
-        return " ".join(map(self.pool.names.__getitem__, order)), None
+        if request is not None:
+            self._recent[peer] = (now, request, line)
+        return line, None
+
+    def _recent_login(self, peer, now):
+        """(when, request, line) of PEER's login counted within ONE_LOGIN_SECONDS, or None; the older ones are
+        forgotten (and the oldest beyond MAX_RECENT_CLIENTS). A 503 is no login: asking again counts."""
+        recent = self._recent
+        while recent:
+            oldest = next(iter(recent.values()))
+            if now - oldest[0] < ONE_LOGIN_SECONDS and len(recent) < MAX_RECENT_CLIENTS:
+                break
+            recent.popitem(last=False)
+        return recent.get(peer)
 
     def pool_view(self, now, documents=True):
         """The whole pool as /v1/pool's JSON document (a dict); DOCUMENTS false leaves each row's stats None

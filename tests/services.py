@@ -65,6 +65,21 @@ class Daemon(_Service):
         self.addresses = []
 
 
+_LOGIN_SOURCES = iter(range(1 << 30))
+
+
+def login_source():
+    """A loopback address no login used lately (127.0.1.1, 127.0.1.2, ...): the balancer counts one login per
+    client address within a few seconds, and each /v1/hosts login of a test stands for a thin client of its own."""
+    n = next(_LOGIN_SOURCES) % (250 * 250)
+    return f"127.0.{n // 250 + 1}.{n % 250 + 1}"
+
+
+def is_login(path):
+    """Whether a request to PATH counts a login (a /v1/hosts request that is not a peek)."""
+    return path.startswith("/v1/hosts") and "peek=" not in path
+
+
 class Balancer(_Service):
     """ltsp-loadbalancer in a subprocess, polling SERVERS (a string) unless the config file names them."""
 
@@ -79,7 +94,8 @@ class Balancer(_Service):
     def request(self, method, path, body=None, headers=None, timeout=5.0):
         """(status, body text) of one HTTP request to the balancer."""
         host, port = self.address
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        source = (login_source(), 0) if is_login(path) and host.startswith("127.") else None
+        connection = http.client.HTTPConnection(host, port, timeout=timeout, source_address=source)
         headers = dict(headers or {})
         if path.startswith("/v1/hosts"):
             headers.setdefault("X-LTSP-Client", "get_hosts")  # what get_hosts sends: a login needs it

@@ -16,19 +16,18 @@ names, unknown states), for the pure rendering tests and the browser's.
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import shutil
 import signal
 import socket
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import namedtuple
 from pathlib import Path
 from typing import ClassVar
 
-from services import Balancer, Daemon
+from services import Balancer, Daemon, is_login, login_source
 
 POLL_SECONDS = 0.5
 BALANCER_CONF = (
@@ -43,17 +42,25 @@ Answer = namedtuple("Answer", "status headers body")
 
 
 def http(address, path, data=None, headers=None, timeout=10.0):
-    """One request to ADDRESS (host, port): Answer(status, headers, body bytes), 4xx and 5xx included."""
+    """One request to ADDRESS (host, port): Answer(status, headers, body bytes), 4xx and 5xx included.
+
+    A login (/v1/hosts, not a peek) goes as get_hosts sends it (its header), each from a loopback address of
+    its own (services.login_source): one thin client each."""
     headers = dict(headers or {})
+    source = None
     if path.startswith("/v1/hosts"):
         headers.setdefault("X-LTSP-Client", "get_hosts")  # what get_hosts sends: a login needs it
-    request = urllib.request.Request(f"http://{address[0]}:{address[1]}{path}", data=data, headers=headers)
+        if is_login(path) and address[0].startswith("127."):
+            source = (login_source(), 0)
+    if data is not None:
+        headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+    connection = http_client.HTTPConnection(address[0], address[1], timeout=timeout, source_address=source)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Answer(response.status, response.headers, response.read())
-    except urllib.error.HTTPError as error:
-        with error:
-            return Answer(error.code, error.headers, error.read())
+        connection.request("POST" if data is not None else "GET", path, body=data, headers=headers)
+        response = connection.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        connection.close()
 
 
 def world_readable_dir(prefix):

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 from ltsp_loadbalancer import metrics
-from services import PROMETHEUS, Balancer, Daemon, Prometheus
+from services import PROMETHEUS, Balancer, Daemon, Prometheus, is_login, login_source
 from sites import http, word, world_readable_dir, write_conf
 
 from ltsp_lbcore.states import POOL_STATES
@@ -105,6 +105,7 @@ class Morning:
     def get(self, balancer, path, source=None):
         """Status of one GET to BALANCER ("one" or "two"), from SOURCE (a loopback address) if given."""
         host, port = self.balancers[balancer].address
+        source = source or (login_source() if is_login(path) else None)  # one thin client per login
         connection = HTTPConnection(host, port, timeout=5, source_address=(source, 0) if source else None)
         try:
             connection.request("GET", path, headers={"X-LTSP-Client": "get_hosts"})
