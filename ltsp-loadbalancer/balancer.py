@@ -17,8 +17,8 @@ Rules:
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
 - **One login per client at a time**: a client (by its address) that asks
-  again within ONE_LOGIN_SECONDS gets, for the same request, the same line
-  and counts nothing; for another request, an answer that counts nothing
+  again within ONE_LOGIN_SECONDS gets, for the same request, the same first
+  host and counts nothing; for another request, an answer that counts nothing
   (no login, no failed= report). A 503 is no login. So one client cannot
   skew the accounting by asking in a loop or naming other servers.
 - Figures older than ``stale_after`` (a few rounds: polling has stopped)
@@ -51,10 +51,11 @@ OK, NO_SERVER, UNKNOWN_SERVERS, STALE = "ok", "no_usable_server", "unknown_serve
 
 
 # A client asking again within this many seconds is the same login (a retry, a double click, or a client
-# trying to skew the accounting): the same request gets the same line, another one an answer that counts
+# trying to skew the accounting): the same request gets the same first host, another one an answer that counts
 # nothing. get_hosts asks once per login; LB_RETRY_SECONDS' retry comes later than this.
 ONE_LOGIN_SECONDS = 5.0
-MAX_RECENT_CLIENTS = 65536  # clients remembered at once (a storm of distinct ones: the oldest go first)
+# Clients remembered at once, ~200 bytes each: 5 s of a 3,000 logins/s storm. Beyond, the oldest go first.
+MAX_RECENT_CLIENTS = 16384
 
 
 def limits_of(config):
@@ -83,7 +84,7 @@ class Balancer:
         self.labels = []  # the server label of each entry, pool order
         self.pool = self._new_pool(config)
         self.polls = 0
-        self._recent = OrderedDict()  # peer -> (login time, request, line): ONE_LOGIN_SECONDS, oldest first
+        self._recent = OrderedDict()  # peer -> (login time, request hash, server): ONE_LOGIN_SECONDS, oldest first
         self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
     def _new_pool(self, config):
@@ -145,14 +146,15 @@ class Balancer:
             # Polling has stopped (poller.py logs why): dead servers would still look Idle.
             answers[STALE] += 1
             return None, f"the latest poll finished {now - polled_at:.0f} s ago: polling has stopped (see the log)"
-        request = None  # (words, failed, ask) of a login that counts
+        request = None  # the hash of (words, failed, ask) of a login that counts: small, kept per client
+        again = None  # the server this client's same request was handed lately
         if not ask.peek and peer is not None:
-            request = (words and tuple(words), failed and failed[0], ask)
+            request = hash((words and tuple(words), failed and failed[0], ask))
             seen = self._recent_login(peer, now)
             if seen is not None:
-                if seen[1] == request:  # the same request again: the same answer
-                    return seen[2], None
-                ask = ask._replace(peek=True)  # another request: answered, but this client's login counted already
+                if seen[1] == request:  # the same request again: the same first host
+                    again = seen[2]
+                ask = ask._replace(peek=True)  # answered, but this client's login counted already
                 answers = Counter()
         among = None
         if words is not None:
@@ -171,17 +173,20 @@ class Balancer:
             if self.pool.polled_at is None:
                 return None, "no poll has finished yet"
             return None, self.pool.down_reason(among, ask.limits)
+        if again is not None and again in order and order[0] != again:
+            order.remove(again)
+            order.insert(0, again)
         line = " ".join(map(self.pool.names.__getitem__, order))
         if ask.peek:
             return line, None
         self.answers[OK] += 1
         self.handed_out[self.labels[order[0]]] += 1
         if request is not None:
-            self._recent[peer] = (now, request, line)
+            self._recent[peer] = (now, request, order[0])
         return line, None
 
     def _recent_login(self, peer, now):
-        """(when, request, line) of PEER's login counted within ONE_LOGIN_SECONDS, or None; the older ones are
+        """(when, request hash, server index) of PEER's login counted within ONE_LOGIN_SECONDS, or None; older ones are
         forgotten (and the oldest beyond MAX_RECENT_CLIENTS). A 503 is no login: asking again counts."""
         recent = self._recent
         while recent:
