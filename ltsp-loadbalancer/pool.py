@@ -130,13 +130,9 @@ class Server:
     def accounted(self, scale=1.0):
         """The latest stats with the pending logins counted in, each SCALE times (None when Down)."""
         stats = self.stats
-        if stats is None or not self.pending:
-            return stats
-        extra = len(self.pending) * scale
-        return stats._replace(
-            rating=max(0.0, stats.rating - extra),
-            sessions=(stats.sessions or 0) + extra,
-        )
+        if stats is None:
+            return None
+        return choose.with_pending(stats, len(self.pending) * scale)
 
 
 class Pool:
