@@ -135,13 +135,16 @@ _KEYS = (
         "MAX_CLIENTS",
         "1024",
         whole_number(1, 65536),
-        "How many client connections are open at once at most; more are closed at once.",
+        "How many client connections are open at once at most; more are closed at once. When the open files "
+        "limit (LimitNOFILE, ulimit -n) cannot hold this many, it is lowered to what fits, with a warning.",
     ),
     Key(
         "CLIENT_TIMEOUT_SECONDS",
         "5",
         seconds(0.1, 300),
-        "A client that has not sent its whole request this many seconds after connecting is disconnected.",
+        "A client that has not sent its whole request this many seconds after connecting (or after its previous "
+        "answer) is disconnected, and so is one that has not taken its answer this many seconds after sending "
+        "the request.",
     ),
     Key(
         "MAX_REQUEST_BYTES",
