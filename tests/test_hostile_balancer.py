@@ -422,3 +422,30 @@ def hosts_from_source(balancer, source, query):
         return response.status, response.read().decode()
     finally:
         connection.close()
+
+
+def requests_served(balancer, handler):
+    import re
+
+    text = balancer.request("GET", "/metrics")[1]
+    pattern = rf'ltsp_balancer_http_requests_total\{{[^}}]*handler="{re.escape(handler)}"[^}}]*\}} (\S+)'
+    return sum(float(value) for value in re.findall(pattern, text))
+
+
+def test_requests_of_a_client_that_is_gone_are_not_worked_on(conf_dir, procs):
+    import struct
+
+    servers = " ".join(f"127.0.8.{i}:1" for i in range(1, 251))  # a big /v1/pool: nothing listens there
+    conf = write(conf_dir / "b.conf", f"SERVERS = {servers}\nPOLL_SECONDS = 5\nPOLL_TIMEOUT_MS = 100\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(balancer.address)
+        sock.sendall(b"GET /v1/pool HTTP/1.1\r\nHost: b\r\n\r\n" * 99)  # pipelined, and never read
+        time.sleep(0.5)  # the answers fill the socket buffers; the rest wait in the balancer
+        served = requests_served(balancer, "/v1/pool")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # then a reset
+    time.sleep(1.0)
+    # The answers taken before the reset were for a client still there (the buffers hold a few dozen); none after.
+    assert requests_served(balancer, "/v1/pool") == served
