@@ -6,7 +6,14 @@ descriptor limit lowered with prlimit, a pipelining client that never reads).
 
 Before the fixes: a poll round that failed (EMFILE at os.pipe() with a name
 in SERVERS) ended polling for the life of the process, silently, and the
-balancer went on answering from frozen figures.
+balancer went on answering from frozen figures; a 300-request pipeline got
+300 answers, and those queued by a client that had reset were still worked
+on; a client that never read held its MAX_CLIENTS slot for good; MAX_CLIENTS
+above the descriptor limit let accept() spin; every malformed request was a
+log line; HEAD /v1/hosts was a traceback; a client removed from ALLOW kept its
+connection; the client timeout was twice the documented one; Tornado named
+itself in its 404s; a cross-site request counted a login, a client asking in
+a loop counted each time, and one client could fill the names cache.
 """
 
 from __future__ import annotations
