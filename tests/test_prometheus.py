@@ -236,13 +236,16 @@ def test_every_dashboard_expression_for_one_balancer_and_for_all(morning):
         ((_expr, rows),) = by_panel[2]
         assert len(rows) == 1 and 0 <= rows[0][1] <= 1, (where, rows)
         loads[context] = rows[0][1]
-        # 3. Logins handed out in the last hour: each balancer's own, added up.
+        # 3. Logins handed out in the last hour: each balancer's own, added up. increase() extrapolates
+        # from the samples it has to the window's edges (by up to half a scrape interval each side):
+        # over the few seconds of samples this test has, that adds up to a third; counting a balancer
+        # twice, or every server once per balancer, would double it.
         ((_expr, rows),) = by_panel[3]
-        assert rows[0][1] == pytest.approx(sum(handed[b] for b in inside), rel=0.1), where
+        assert rows[0][1] == pytest.approx(sum(handed[b] for b in inside), rel=0.35), where
         # 4. 503s in the last hour: only the first balancer answered any.
         ((_expr, rows),) = by_panel[4]
         expected = 3 if "one" in inside else 0
-        assert rows[0][1] == pytest.approx(expected, rel=0.1, abs=0.01), where
+        assert rows[0][1] == pytest.approx(expected, rel=0.35, abs=0.01), where
         # 5. Fullness: one line per server that answers, two entries on one host are two lines.
         ((_expr, rows),) = by_panel[5]
         assert set(labelled(rows, "server")) == {(first,), (second,)}, where
@@ -259,13 +262,14 @@ def test_every_dashboard_expression_for_one_balancer_and_for_all(morning):
         ((_expr, rows),) = by_panel[7]
         per_server = labelled(rows, "server")
         assert set(per_server) == {(first,), (second,), (heavy,), (dead,)}, where
-        assert sum(per_server.values()) * 5 == pytest.approx(sum(handed[b] for b in inside), rel=0.15), where
+        # (rate() extrapolates as increase() does in panel 3.)
+        assert sum(per_server.values()) * 5 == pytest.approx(sum(handed[b] for b in inside), rel=0.35), where
         # 8. Answers per minute by result: every result from the start, each once.
         ((_expr, rows),) = by_panel[8]
         answers = labelled(rows, "result")
         assert set(answers) == {(result,) for result in metrics.RESULTS}, where
-        assert answers[("ok",)] * 5 == pytest.approx(sum(handed[b] for b in inside), rel=0.15), where
-        assert answers[("unknown_servers",)] * 5 == pytest.approx(1 if "one" in inside else 0, rel=0.15, abs=0.01)
+        assert answers[("ok",)] * 5 == pytest.approx(sum(handed[b] for b in inside), rel=0.35), where
+        assert answers[("unknown_servers",)] * 5 == pytest.approx(1 if "one" in inside else 0, rel=0.35, abs=0.01)
         # 9. Servers not Idle: each (server, state) once, with how many balancers see it so.
         ((_expr, rows),) = by_panel[9]
         table = labelled(rows, "server", "state")
@@ -298,7 +302,8 @@ def test_every_dashboard_expression_for_one_balancer_and_for_all(morning):
         # 15. Ejections: the first balancer's one ejection of FIRST.
         ((_expr, rows),) = by_panel[15]
         ejections = labelled(rows, "server", "instance")
-        assert ejections == ({(first, instance["one"]): pytest.approx(1, rel=0.1)} if "one" in inside else {}), where
+        # (increase() extrapolates as in panel 3; two ejections would be twice as many.)
+        assert ejections == ({(first, instance["one"]): pytest.approx(1, rel=0.35)} if "one" in inside else {}), where
 
     assert loads["All"] == pytest.approx(loads["one"], abs=0.02) == pytest.approx(loads["two"], abs=0.02)
     assert checked == {(panel_id, expr) for panel_id, _title, expr in panel_exprs()}  # every expression, every panel
