@@ -151,6 +151,26 @@ def timed_gets(connection, path, count):
     return times
 
 
+def client_address(index):
+    """A loopback address of its own for login INDEX: the balancer counts one login per client address."""
+    return f"127.{100 + index // 62500}.{index // 250 % 250}.{index % 250 + 1}"
+
+
+def timed_logins(host, port, count):
+    """Seconds of COUNT sequential logins, each a client of its own (its own address and connection)."""
+    times = []
+    for index in range(count):
+        started = time.perf_counter()
+        connection = http.client.HTTPConnection(host, port, timeout=30, source_address=(client_address(index), 0))
+        connection.request("GET", "/v1/hosts", headers={"X-LTSP-Client": "get_hosts"})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        times.append(time.perf_counter() - started)
+        assert response.status in (200, 503), ("/v1/hosts", response.status)
+    return times
+
+
 def describe(times):
     return f"median {statistics.median(times) * 1000:6.1f} ms, p99 {percentile(times, 0.99) * 1000:6.1f} ms"
 
@@ -283,14 +303,13 @@ def run(args):
             print(f"GET {path:<12} {describe(times)}  ({size / 1024:.0f} KiB, {args.requests} requests)")
 
         print(f"balancer RSS after the admin routes: {balancer.rss_mib():.1f} MiB")
-        logins = http.client.HTTPConnection(host, int(port), timeout=30)
-        alone = timed_gets(logins, "/v1/hosts", args.logins)
+        alone = timed_logins(host, int(port), args.logins)
         print(f"GET /v1/hosts alone:                {describe(alone)}  ({args.logins} logins)")
         for label, mode in (("continuous", "continuous"), ("admin load", "4")):
             scraper = subprocess.Popen([sys.executable, "-c", SCRAPER, host, port, mode])
             try:
                 time.sleep(1.0)
-                busy = timed_gets(logins, "/v1/hosts", args.logins)
+                busy = timed_logins(host, int(port), args.logins)
             finally:
                 scraper.terminate()
                 scraper.wait()
@@ -304,7 +323,6 @@ def run(args):
             print(f"GET /v1/hosts {what}: {describe(busy)}  ratio median x{ratio_median:.2f}, p99 x{ratio_p99:.2f}")
         results["rss"] = balancer.rss_mib()
         print(f"balancer RSS at the end: {results['rss']:.1f} MiB (budget 80 MiB)")
-        logins.close()
         connection.close()
         return results
     finally:
