@@ -80,7 +80,7 @@ def generate(port, path, rate, seconds, clients):
         sock = socket.socket()
         sock.setblocking(False)
         # Each request a thin client of its own (127.2.x.y, 62,500 of them): the balancer counts one login per
-        # client address within ONE_LOGIN_SECONDS, and a storm is many clients, not one asking again.
+        # client address, and a storm is many clients, not one asking again.
         sock.bind((f"127.2.{sources // 250 % 250}.{sources % 250 + 1}", 0))
         sources += 1
         sock.connect_ex(("127.0.0.1", port))
@@ -214,7 +214,7 @@ def run_wrk(port, path, seconds):
     wrk = shutil.which("wrk")
     if wrk is None or "peek=" not in path:
         # wrk sends every request from one address: the balancer would answer its repeats (one login per
-        # client address within ONE_LOGIN_SECONDS), not logins. The Python generator sends each from its own.
+        # client address), not logins. The Python generator sends each from its own.
         return None
     url = f"http://127.0.0.1:{port}{path}"
     command = [wrk, "-t1", f"-c{CLIENTS}", f"-d{seconds:g}s", "-H", "Connection: close"]

@@ -16,11 +16,9 @@ Rules:
 - ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
-- **One login per client at a time**: a client (by its address) that asks
-  again within ONE_LOGIN_SECONDS gets, for the same request, the same first
-  host and counts nothing; for another request, an answer that counts nothing
-  (no login, no failed= report). A 503 is no login. So one client cannot
-  skew the accounting by asking in a loop or naming other servers.
+- Every login request counts, whoever asks. (Counting one per client address
+  a few seconds was tried and withheld: a lab behind NAT is one address, and
+  a retry's failed= report must count; see SECURITY.md.)
 - Figures older than ``stale_after`` (a few rounds: polling has stopped)
   are not answered from: 503 with their age, so get_hosts probes itself.
 - ``failed=HOST`` (get_hosts' retry): HOST goes last in this answer and is
@@ -38,7 +36,7 @@ from __future__ import annotations
 
 import bisect
 import random
-from collections import Counter, OrderedDict
+from collections import Counter
 
 from get_hosts.settings import PoolEntry
 from ltsp_lbcore.hostport import format_host_port
@@ -48,14 +46,6 @@ from ltsp_lbcore.states import DOWN
 from .pool import NO_ASK, USABLE_TIERS, Limits, Pool
 
 OK, NO_SERVER, UNKNOWN_SERVERS, STALE = "ok", "no_usable_server", "unknown_servers", "stale_figures"
-
-
-# A client asking again within this many seconds is the same login (a retry, a double click, or a client
-# trying to skew the accounting): the same request gets the same first host, another one an answer that counts
-# nothing. get_hosts asks once per login; LB_RETRY_SECONDS' retry comes later than this.
-ONE_LOGIN_SECONDS = 5.0
-# Clients remembered at once, ~200 bytes each: 5 s of a 3,000 logins/s storm. Beyond, the oldest go first.
-MAX_RECENT_CLIENTS = 16384
 
 
 def limits_of(config):
@@ -84,7 +74,6 @@ class Balancer:
         self.labels = []  # the server label of each entry, pool order
         self.pool = self._new_pool(config)
         self.polls = 0
-        self._recent = OrderedDict()  # peer -> (login time, request hash, server): ONE_LOGIN_SECONDS, oldest first
         self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
     def _new_pool(self, config):
@@ -105,7 +94,6 @@ class Balancer:
         old = {(s.entry.host, s.entry.port): i for i, s in enumerate(old_pool.servers)}
         self.config = config
         self.pool = self._new_pool(config)
-        self._recent.clear()  # their lines may name servers gone from SERVERS
         kept = []
         for index, server in enumerate(self.pool.servers):
             previous_index = old.get((server.entry.host, server.entry.port))
@@ -146,16 +134,6 @@ class Balancer:
             # Polling has stopped (poller.py logs why): dead servers would still look Idle.
             answers[STALE] += 1
             return None, f"the latest poll finished {now - polled_at:.0f} s ago: polling has stopped (see the log)"
-        request = None  # the hash of (words, failed, ask) of a login that counts: small, kept per client
-        again = None  # the server this client's same request was handed lately
-        if not ask.peek and peer is not None:
-            request = hash((words and tuple(words), failed and failed[0], ask))
-            seen = self._recent_login(peer, now)
-            if seen is not None:
-                if seen[1] == request:  # the same request again: the same first host
-                    again = seen[2]
-                ask = ask._replace(peek=True)  # answered, but this client's login counted already
-                answers = Counter()
         among = None
         if words is not None:
             among = pool.known(words, peer)
@@ -173,28 +151,12 @@ class Balancer:
             if self.pool.polled_at is None:
                 return None, "no poll has finished yet"
             return None, self.pool.down_reason(among, ask.limits)
-        if again is not None and again in order and order[0] != again:
-            order.remove(again)
-            order.insert(0, again)
         line = " ".join(map(self.pool.names.__getitem__, order))
         if ask.peek:
             return line, None
         self.answers[OK] += 1
         self.handed_out[self.labels[order[0]]] += 1
-        if request is not None:
-            self._recent[peer] = (now, request, order[0])
         return line, None
-
-    def _recent_login(self, peer, now):
-        """(when, request hash, server index) of PEER's login counted within ONE_LOGIN_SECONDS, or None; older ones are
-        forgotten (and the oldest beyond MAX_RECENT_CLIENTS). A 503 is no login: asking again counts."""
-        recent = self._recent
-        while recent:
-            oldest = next(iter(recent.values()))
-            if now - oldest[0] < ONE_LOGIN_SECONDS and len(recent) < MAX_RECENT_CLIENTS:
-                break
-            recent.popitem(last=False)
-        return recent.get(peer)
 
     def pool_view(self, now, documents=True):
         """The whole pool as /v1/pool's JSON document (a dict); DOCUMENTS false leaves each row's stats None
