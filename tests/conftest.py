@@ -86,3 +86,19 @@ def site(tmp_path, own_keys):
         (base / chroot / "etc" / "ssh").mkdir(parents=True)
     (tmp_path / "extraservers").write_text("")
     return Site(tmp_path, base, own_keys[0], own_keys[1])
+
+
+@pytest.fixture
+def procs():
+    """track(service) -> service; every tracked service still running is killed at the end."""
+    started = []
+
+    def track(proc):
+        started.append(proc)
+        return proc
+
+    yield track
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()

@@ -109,16 +109,27 @@ def wait_until(condition, timeout=15.0, what="the page"):
         time.sleep(0.1)
 
 
+# One snapshot of every row, taken in the page in one go: read cell by cell over WebDriver, a refresh
+# landing in between could pair one refresh's state word with another's row class.
+SNAPSHOT_ROWS = """
+return Array.from(document.querySelectorAll("#servers tr")).map(function (tr) {
+    var texts = {};
+    tr.querySelectorAll("th, td").forEach(function (cell) { texts[cell.className.split(" ")[0]] = cell.innerText; });
+    return {tr: tr, rowClass: tr.getAttribute("class"), texts: texts};
+});
+"""
+
+
 def rows(driver):
-    """{server name: {column: text, 'badge': element, 'row': element}} as drawn."""
+    """{server name: {column: text, 'row_class': str, 'badge': element, 'row': element}} as drawn, at one moment."""
     from selenium.webdriver.common.by import By
 
     found = {}
-    for tr in driver.find_elements(By.CSS_SELECTOR, "#servers tr"):
-        cells = {cell.get_attribute("class").split()[0]: cell for cell in tr.find_elements(By.CSS_SELECTOR, "th, td")}
-        row = {name: cell.text for name, cell in cells.items()}
-        row["badge"] = tr.find_element(By.CSS_SELECTOR, ".c-state .state")
-        row["row"] = tr
+    for snapshot in driver.execute_script(SNAPSHOT_ROWS):
+        row = {name: text.strip() for name, text in snapshot["texts"].items()}
+        row["row_class"] = snapshot["rowClass"]
+        row["row"] = snapshot["tr"]
+        row["badge"] = row["row"].find_element(By.CSS_SELECTOR, ".c-state .state")
         found[row["c-host"]] = row
     return found
 
@@ -213,7 +224,7 @@ def test_with_scripts_off_the_same_table_is_there_and_reloads_itself(real_pool, 
         for column in ("c-host", "c-fill", "c-handed", "c-pending"):
             assert served[name][column] == drawn[name][column], (name, column)
         for page in (served, drawn):
-            assert page[name]["row"].get_attribute("class") == f"st-{STATE_CLASSES[page[name]['c-state']]}"
+            assert page[name]["row_class"] == f"st-{STATE_CLASSES[page[name]['c-state']]}"
         if served[name]["c-state"] in READY_STATES:
             # A ready server's rating moves with the machine's load: Idle or Busy, "rating 3.2" or "rating 0...".
             assert drawn[name]["c-state"] in READY_STATES

@@ -30,30 +30,10 @@ from pathlib import Path
 
 import pytest
 from services import Balancer, Daemon
+from sites import write_conf as write
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a virtualenv under /root
 HOSTS_HEADERS = {"X-LTSP-Client": "get_hosts"}
-
-
-def write(path, text):
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o644)
-    return path
-
-
-@pytest.fixture
-def procs():
-    started = []
-
-    def track(proc):
-        started.append(proc)
-        return proc
-
-    yield track
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait()
 
 
 @pytest.fixture

@@ -18,29 +18,9 @@ from pathlib import Path
 
 import pytest
 from services import Balancer, Daemon
+from sites import write_conf as write
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def write(path, text):
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o644)
-    return path
-
-
-@pytest.fixture
-def procs():
-    started = []
-
-    def track(proc):
-        started.append(proc)
-        return proc
-
-    yield track
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait()
 
 
 @pytest.fixture
