@@ -306,31 +306,50 @@ def _numeric_addresses(host, port):
         return None
 
 
-class _Resolver:
-    """Resolves names in daemon threads and wakes the poll loop through a pipe.
+def lookup(host, port):
+    """(addresses, None) or (None, reason): one getaddrinfo of HOST, never raising."""
+    try:
+        addresses = socket.getaddrinfo(_host_arg(host), port, 0, socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError) as error:
+        return None, f"cannot resolve the name: {_os_reason(error)}"
+    return (addresses, None) if addresses else (None, "name has no address")
 
-    The write end is closed under a lock once the probe is over, so a late
-    thread never writes to a file descriptor number that was reused.
+
+class _Resolver:
+    """Names resolved beside the poll loop: answers land in ``done`` and wake the loop through a pipe.
+
+    ASK(probe, answered) starts the lookup of one probe's name and calls
+    ``answered(probe, addresses, reason)`` when it ends, from any thread; the
+    default is a daemon thread per name (one login). The balancer's poller
+    asks its NameCache instead (ltsp_loadbalancer.resolver). The write end
+    is closed under a lock once the probe is over, so a late answer never
+    writes to a file descriptor number that was reused.
     """
 
-    def __init__(self, probes):
+    def __init__(self, probes, ask=None):
         import threading  # only when the pool has names: costs start-up time
 
+        self._threading = threading
         self._lock = threading.Lock()
         self._closed = False
-        self.done = []  # (probe, addresses or None, error or None); list.append is atomic
+        self.done = []  # (probe, addresses or None, reason or None); list.append is atomic
         self.read_fd, self._write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
-        for probe in probes:
-            threading.Thread(target=self._resolve, args=(probe,), daemon=True).start()
-
-    def _resolve(self, probe):
         try:
-            addresses = socket.getaddrinfo(_host_arg(probe.host), probe.port, 0, socket.SOCK_STREAM)
-            outcome = (probe, addresses, None if addresses else "name has no address")
-        except (OSError, UnicodeError, ValueError) as error:
-            outcome = (probe, None, f"cannot resolve the name: {_os_reason(error)}")
-        self.done.append(outcome)
+            for probe in probes:
+                (ask or self._ask_in_a_thread)(probe, self.answered)
+        except BaseException:
+            self.close()
+            raise
+
+    def _ask_in_a_thread(self, probe, answered):
+        def resolve():
+            answered(probe, *lookup(probe.host, probe.port))
+
+        self._threading.Thread(target=resolve, daemon=True).start()
+
+    def answered(self, probe, addresses, reason):
+        self.done.append((probe, addresses, reason))
         with self._lock:
             if not self._closed:
                 os.write(self._write_fd, b"x")
@@ -349,6 +368,8 @@ class _Resolver:
 
     def close(self):
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
             os.close(self._write_fd)
         os.close(self.read_fd)

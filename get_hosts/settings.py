@@ -388,20 +388,8 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
     if server_source is not None:
         sources["SERVER"] = server_source
     server = server.strip() if server and server.strip() else None
-    servers = []
-    if pool_text is not None:
-        servers, problems = parse_pool(pool_text, values["port"])
-        warnings.extend(f"LB_SERVERS in {pool_source}: {problem}" for problem in problems)
-        if not servers and server:
-            warnings.append(f"LB_SERVERS in {pool_source} has no valid entry; using SERVER ({server})")
-    if not servers and server:
-        servers, problems = parse_pool(server, values["port"])
-        warnings.extend(f"SERVER in {server_source}: {problem}" for problem in problems)
+    servers = _pool(pool_text, pool_source, server, server_source, values["port"], warnings)
     if not servers:
-        if pool_text is not None:
-            raise GetHostsError(f"no server pool: LB_SERVERS in {pool_source} has no valid entry ({pool_text!r})")
-        if server:
-            raise GetHostsError(f"no server pool: SERVER in {server_source} is not a host ({server!r})")
         raise GetHostsError(no_pool_message(environ, lts_conf_path, conf_path, conf_format, use_lts_conf))
     balancers = _balancers(values, server, warnings)
     return Settings(
@@ -415,6 +403,24 @@ def load_settings(environ, lts_conf_path=None, identity=None, strict=True, use_l
         sources=sources,
         **values,
     )
+
+
+def _pool(pool_text, pool_source, server, server_source, port, warnings):
+    """The pool: LB_SERVERS, else SERVER; [] when neither is set (GetHostsError when one is set but useless)."""
+    servers = []
+    if pool_text is not None:
+        servers, problems = parse_pool(pool_text, port)
+        warnings.extend(f"LB_SERVERS in {pool_source}: {problem}" for problem in problems)
+        if not servers and server:
+            warnings.append(f"LB_SERVERS in {pool_source} has no valid entry; using SERVER ({server})")
+    if not servers and server:
+        servers, problems = parse_pool(server, port)
+        warnings.extend(f"SERVER in {server_source}: {problem}" for problem in problems)
+    if not servers and pool_text is not None:
+        raise GetHostsError(f"no server pool: LB_SERVERS in {pool_source} has no valid entry ({pool_text!r})")
+    if not servers and server:
+        raise GetHostsError(f"no server pool: SERVER in {server_source} is not a host ({server!r})")
+    return servers
 
 
 # An LTSP 5 server: its clients' lts.conf, one per architecture, in the TFTP directory (NBD images)

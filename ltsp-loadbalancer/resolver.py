@@ -21,32 +21,21 @@ per round, and while DNS hangs they pile up (thousands in seconds). Here:
 from __future__ import annotations
 
 import functools
-import os
 import queue
-import socket
 import threading
 from time import monotonic
 
-from get_hosts.probe import _host_arg, _os_reason
+from get_hosts.probe import _Resolver, lookup
 
 WORKERS = 4
 FRESH_SECONDS = 60.0
 FAILED_SECONDS = 5.0
 
 
-def _lookup(host, port):
-    """(addresses, None) or (None, reason): one getaddrinfo, never raising."""
-    try:
-        addresses = socket.getaddrinfo(_host_arg(host), port, 0, socket.SOCK_STREAM)
-    except (OSError, UnicodeError, ValueError) as error:
-        return None, f"cannot resolve the name: {_os_reason(error)}"
-    return (addresses, None) if addresses else (None, "name has no address")
-
-
 class NameCache:
     """The process' resolver: WORKERS threads, one lookup per name at a time, answers kept (see the rules)."""
 
-    def __init__(self, workers=WORKERS, lookup=_lookup, clock=monotonic):
+    def __init__(self, workers=WORKERS, lookup=lookup, clock=monotonic):
         self._workers = workers
         self._threads = []  # started at the first lookup; daemon threads: a hung lookup never delays the exit
         self._queue = queue.SimpleQueue()
@@ -60,8 +49,12 @@ class NameCache:
         return len(self._running)
 
     def for_round(self, probes):
-        """The resolver of one poll round (get_hosts.probe's interface) for PROBES (those with a name)."""
-        return _RoundResolver(self, probes)
+        """The resolver of one poll round for PROBES (those with a name): get_hosts.probe's, asking this cache."""
+
+        def ask(probe, answered):
+            self.ask((probe.host, probe.port), functools.partial(answered, probe))
+
+        return _Resolver(probes, ask)
 
     def ask(self, key, callback):
         """CALLBACK(addresses, reason) now with a kept answer, or once its lookup ends; refreshes an old one.
@@ -114,50 +107,3 @@ class NameCache:
             callback = self._running.pop(key, None)
         if callback is not None:
             callback(addresses, reason)
-
-
-class _RoundResolver:
-    """One round's view of the NameCache: answers arrive in ``done`` and wake the poll loop through a pipe.
-
-    The write end is closed under a lock once the round is over, so a late answer never writes to a file
-    descriptor number that was reused.
-    """
-
-    def __init__(self, cache, probes):
-        self._lock = threading.Lock()
-        self._closed = False
-        self.done = []  # (probe, addresses or None, reason or None); list.append is atomic
-        self.read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        try:
-            for probe in probes:
-                cache.ask((probe.host, probe.port), functools.partial(self._answered, probe))
-        except BaseException:
-            self.close()
-            raise
-
-    def _answered(self, probe, addresses, reason):
-        self.done.append((probe, addresses, reason))
-        with self._lock:
-            if not self._closed:
-                os.write(self._write_fd, b"x")
-
-    def drain(self):
-        """Empty the wake pipe; return and forget the names resolved so far."""
-        try:
-            while os.read(self.read_fd, 512):
-                pass
-        except BlockingIOError:
-            pass
-        done = []
-        while self.done:
-            done.append(self.done.pop(0))
-        return done
-
-    def close(self):
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            os.close(self._write_fd)
-        os.close(self.read_fd)
