@@ -73,6 +73,7 @@ class Balancer:
         self.ejections = Counter()  # server label -> outlier ejections since start (ejection.py counts them)
         self.labels = []  # the server label of each entry, pool order
         self.pool = self._new_pool(config)
+        self.generation = 0  # reloads since start: a view of the pool is of one generation (views.py)
         self.polls = 0
         self.on_poll = []  # callables(balancer, now) run after each poll (the status page's history)
 
@@ -94,6 +95,7 @@ class Balancer:
         old = {(s.entry.host, s.entry.port): i for i, s in enumerate(old_pool.servers)}
         self.config = config
         self.pool = self._new_pool(config)
+        self.generation += 1
         kept = []
         for index, server in enumerate(self.pool.servers):
             previous_index = old.get((server.entry.host, server.entry.port))

@@ -20,7 +20,7 @@ Routes (SPEC.md has the contract):
   (the connection's peer: what tells reporters apart, never logged). This route
   is the hot path (HostsRequest, no RequestHandler); the others go through
   Tornado's application and handlers (Router chooses by path).
-- ``GET /v1/pool``: the whole pool as JSON.
+- ``GET /v1/pool`` and the admin's views: web.py's routes, passed in.
 
 Connections: a client outside ALLOW is closed before anything is read (a
 warning, one per peer a minute, then the count of the rest:
@@ -31,7 +31,6 @@ closed at once.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import urllib.parse
 from time import monotonic
@@ -181,12 +180,6 @@ class NotFoundHandler(BaseHandler):
         raise tornado.web.HTTPError(404)
 
 
-class PoolHandler(BaseHandler):
-    def get(self):
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(self.balancer.pool_view(monotonic()), separators=(",", ":")))
-
-
 class Router(tornado.httputil.HTTPServerConnectionDelegate):
     """/v1/hosts to HostsRequest; every other path to the Tornado application (its handlers)."""
 
@@ -239,7 +232,7 @@ def make_application(balancer, extra_routes=(), observe=None):
         def log_function(handler):
             observe(handler.request.path, handler.get_status(), handler.request.request_time())
 
-    routes = [(r"/v1/pool", PoolHandler, {"balancer": balancer}), *extra_routes]
+    routes = list(extra_routes)  # web.py's: /v1/pool and the admin's views
     # No access log: a morning storm is thousands of requests a minute, and
     # the answers carry nothing worth keeping (the counters do).
     application = tornado.web.Application(

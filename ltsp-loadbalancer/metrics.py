@@ -195,12 +195,16 @@ class BalancerCollector:
     def describe(self):
         return []  # the series depend on SERVERS: registering must not scrape
 
-    def read(self):
-        """The balancer's figures now, copied (on the thread that owns the balancer: its event loop)."""
+    def read(self, view=None, wall=None):
+        """The balancer's figures now, copied (on the thread that owns the balancer: its event loop).
+
+        VIEW: the balancer's pool_view already taken at WALL (views.py shares one among the admin's views)."""
         balancer = self.balancer
+        if view is None:
+            view, wall = balancer.pool_view(self.clock()), self.wall()
         return Reading(
-            balancer.pool_view(self.clock()),
-            self.wall(),
+            view,
+            wall,
             dict(balancer.handed_out),
             dict(balancer.poll_errors),
             dict(balancer.ejections),
@@ -319,9 +323,10 @@ class Metrics:
             child = self._requests[key] = self.requests.labels(route, str(status))
         child.inc()
 
-    def snapshot(self):
-        """A Scrape with the balancer's figures read now: call it on the balancer's thread (a few ms)."""
-        return Scrape(self.collector.read(), (self.process, self.polls, self.latency, self.requests))
+    def snapshot(self, view=None, wall=None):
+        """A Scrape with the balancer's figures read now (or VIEW, its pool_view taken at WALL): call it on the
+        balancer's thread (a few ms)."""
+        return Scrape(self.collector.read(view, wall), (self.process, self.polls, self.latency, self.requests))
 
     @staticmethod
     def encode(scrape, accept=None):

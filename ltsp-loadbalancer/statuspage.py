@@ -165,6 +165,17 @@ def summary_text(pool):
     return f"{len(servers)} servers: {states}; {poll}."
 
 
+def polling_stopped_text(pool):
+    """What the page says above everything when the figures are stale (polling stopped), else None."""
+    age, limit = pool.get("last_poll_age_ms"), pool.get("stale_after_ms")
+    if age is None or limit is None or age <= limit:
+        return None
+    return (
+        f"Polling has stopped: the latest poll finished {seconds_text(age)} ago. Logins are answered 503 "
+        "(the thin clients probe the servers themselves) until a poll works again; the balancer's log says why."
+    )
+
+
 def pool_load_text(servers):
     sessions, capacity = pool_totals(servers)
     if capacity <= 0:
@@ -231,6 +242,7 @@ _HELPERS = {
         "fill_text",
         "ms_text",
         "number",
+        "polling_stopped_text",
         "pool_load_text",
         "reason_text",
         "seconds_text",

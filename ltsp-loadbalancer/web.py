@@ -1,4 +1,4 @@
-"""The admin's view, served beside the API: the status page, its history, the Prometheus metrics.
+"""The admin's view, served beside the API: the status page, the pool, its history, the Prometheus metrics.
 
 Routes (cli.py adds them to http.py's application; ALLOW applies to them as to the API):
 
@@ -6,6 +6,7 @@ Routes (cli.py adds them to http.py's application; ALLOW applies to them as to t
   reads without scripts.
 - ``GET /status/rows``: the page's live parts rendered by the same
   templates, which its script fetches every few seconds to update the page.
+- ``GET /v1/pool``: the whole pool as JSON (get_hosts --status reads it).
 - ``GET /v1/history``: the last hour of every server's fullness (history.py)
   as JSON, for the page's sparklines.
 - ``GET /metrics``: Prometheus' text format (metrics.py).
@@ -13,13 +14,11 @@ Routes (cli.py adds them to http.py's application; ALLOW applies to them as to t
 Rules:
 
 - Read-only: no route here changes the balancer.
-- Logins come first. Each of these answers is read from the balancer on the
-  event loop (a copy of the figures, a few ms for 1,000 servers), then
-  turned into text in ONE worker thread of its own: a page or a scrape of a
-  big pool never holds the loop for the whole rendering, and admins
-  reloading pages can neither take more than that thread nor delay the
-  poller's threads. cli.py lowers the GIL switch interval so that the loop
-  gets the interpreter back quickly from that thread.
+- Logins come first. Every answer here is a view of views.py: built once
+  per poll in one worker thread of its own and shared by every request
+  (cli.py lowers the GIL switch interval so that the event loop gets the
+  interpreter back quickly from that thread), at most MAX_IN_FLIGHT
+  answered at once.
 
 ``extra_routes`` also returns the observer that counts and times every
 request (the /metrics latency histogram).
@@ -27,99 +26,98 @@ request (the /metrics latency histogram).
 
 from __future__ import annotations
 
-import json
-import time
-from concurrent.futures import ThreadPoolExecutor
-from time import monotonic
+import tornado.iostream
 
-import tornado.ioloop
-import tornado.web
-
-from . import statuspage
+from . import statuspage, views
 from .history import History
 from .http import BaseHandler
 from .metrics import Metrics
 
 
-class _ReadOnlyHandler(BaseHandler):
-    def initialize(self, balancer, history, metrics, renderer):
+class ViewHandler(BaseHandler):
+    """GET of one shared view (VIEW, a views.BUILDERS name)."""
+
+    view = None
+
+    def initialize(self, balancer, views):
         super().initialize(balancer)
-        self.history = history
-        self.metrics = metrics
-        self.renderer = renderer
+        self.views = views
 
     def compute_etag(self):
         # No ETag: the answers are no-store, and Tornado's is a SHA-1 of the whole body (1 ms for a page of
         # 1,000 servers) that no client could use.
         return None
 
-    def render_off_loop(self, function, *args):
-        return tornado.ioloop.IOLoop.current().run_in_executor(self.renderer, function, *args)
+    def variant(self):
+        return None
 
-
-class StatusPageHandler(_ReadOnlyHandler):
-    """GET /: the whole page (TEMPLATE: statuspage.PAGE); StatusRowsHandler: its live parts."""
-
-    template = statuspage.PAGE
+    def set_view_headers(self):
+        """Headers of this view besides its type and length."""
 
     async def get(self):
-        pool = self.balancer.pool_view(monotonic(), documents=False)
-        pool_series, series = self.history.snapshot()
-        page = await self.render_off_loop(
-            _render, self.template, pool, series, pool_series, self.balancer.config.poll_seconds, self.history.points
-        )
-        self.set_header("Content-Type", "text/html; charset=utf-8")
+        if not self.views.enter(self.request.remote_ip):
+            self.set_header("Retry-After", "1")
+            self.plain(503, f"{self.views.max_in_flight} status requests are being answered: try again in a second")
+            return
+        try:
+            body, content_type = await self.views.body(self.view, self.variant())
+            await self.views.turn()
+            try:
+                if self.request.connection.stream.closed():
+                    return  # the client left while its answer waited
+                self.set_header("Content-Type", content_type)
+                self.set_header("Content-Length", len(body))
+                self.set_view_headers()
+                # The headers alone first: finish() then writes the shared body as it is (Tornado keeps a view
+                # of it), where a body given with the headers would be copied behind them, once per request.
+                self.flush()
+                written = self.finish(body)
+            finally:
+                self.views.turn_done()
+            await written
+        except tornado.iostream.StreamClosedError:
+            pass  # the client left: nothing to say
+        finally:
+            self.views.leave()
+
+
+class StatusPageHandler(ViewHandler):
+    view = views.PAGE
+
+    def set_view_headers(self):
         self.set_header("Content-Security-Policy", statuspage.CONTENT_SECURITY_POLICY)
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("X-Frame-Options", "DENY")
-        self.finish(page)
 
 
 class StatusRowsHandler(StatusPageHandler):
-    template = statuspage.ROWS
+    view = views.ROWS
 
 
-def _render(template, pool, series, pool_series, refresh_seconds, points):
-    generated_at = time.strftime("%Y-%m-%d %H:%M:%S")
-    return statuspage.render(template, pool, series, pool_series, refresh_seconds, generated_at, points)
+class PoolHandler(ViewHandler):
+    view = views.POOL
 
 
-class HistoryHandler(_ReadOnlyHandler):
-    async def get(self):
-        now = monotonic()
-        snapshot = self.history.snapshot()
-        body = await self.render_off_loop(_history_json, self.history, now, snapshot)
-        self.set_header("Content-Type", "application/json")
-        self.finish(body)
+class HistoryHandler(ViewHandler):
+    view = views.HISTORY
 
 
-def _history_json(history, now, snapshot):
-    return json.dumps(history.view(now, snapshot), separators=(",", ":")).encode("utf-8")
+class MetricsHandler(ViewHandler):
+    view = views.METRICS
 
-
-class MetricsHandler(_ReadOnlyHandler):
-    async def get(self):
-        snapshot = self.metrics.snapshot()
-        body, content_type = await self.render_off_loop(
-            self.metrics.encode, snapshot, self.request.headers.get("Accept")
-        )
-        self.set_header("Content-Type", content_type)
-        self.finish(body)
+    def variant(self):
+        return views.metrics_variant(self.request.headers.get("Accept"))
 
 
 def extra_routes(balancer, poller):
     """(tornado routes to add to the API's application, observe(path, status, seconds) for every request)."""
-    options = {
-        "balancer": balancer,
-        "history": History().attach(balancer),
-        "metrics": Metrics(balancer, poller),
-        # Threads start at the first request, after the privilege drop: every module is imported by then.
-        "renderer": ThreadPoolExecutor(max_workers=1, thread_name_prefix="admin-view"),
-    }
+    metrics = Metrics(balancer, poller)
+    options = {"balancer": balancer, "views": views.Views(balancer, History().attach(balancer), metrics)}
     routes = [
         (r"/", StatusPageHandler, options),
         (r"/status/rows", StatusRowsHandler, options),
+        (r"/v1/pool", PoolHandler, options),
         (r"/v1/history", HistoryHandler, options),
         (r"/metrics", MetricsHandler, options),
     ]
-    return routes, options["metrics"].observe
+    return routes, metrics.observe

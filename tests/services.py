@@ -106,6 +106,14 @@ class Balancer(_Service):
         finally:
             connection.close()
 
+    def pool_after_poll(self):
+        """/v1/pool's document once one more poll finished: the admin's views are built once per poll (views.py),
+        so what a login changed shows from the next poll on."""
+        import json
+
+        self.wait_polls(1)
+        return json.loads(self.request("GET", "/v1/pool")[1])
+
     def wait_polls(self, count=1, timeout=10.0):
         """Wait until COUNT more polls finished (its /v1/pool counts them)."""
         import json

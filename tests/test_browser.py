@@ -245,11 +245,15 @@ class FakeBalancer:
     def __init__(self, pools):
         self.pools = pools  # the documents /v1/pool answers, in turn (the last one repeats)
         self.on_poll = []
-        self.config = SimpleNamespace(poll_seconds=1.0)
+        self.config = SimpleNamespace(poll_seconds=1.0, poll_timeout_ms=1000)
         self.answers, self.handed_out, self.poll_errors, self.polls = Counter(), Counter(), Counter(), 0
+        self.ejections, self.generation, self.pool = Counter(), 0, SimpleNamespace(polled_at=None)
 
     def pool_view(self, now, documents=True):
-        return self.pools.pop(0) if len(self.pools) > 1 else self.pools[0]
+        if len(self.pools) == 1:
+            return self.pools[0]
+        self.polls += 1  # each document is a poll's: the views (views.py) are built again for the next one
+        return self.pools.pop(0)
 
 
 @pytest.fixture

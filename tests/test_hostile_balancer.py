@@ -111,6 +111,9 @@ def test_a_failed_poll_round_is_one_line_and_polling_goes_on_and_stale_figures_a
             time.sleep(3 * 0.2 + 0.15 + 0.3)
             status, body = hosts_on(kept)
             assert status == 503 and "polling has stopped" in body and body.count("\n") == 1, body
+            kept.request("GET", "/")  # the admin sees it at the top of the page
+            page = kept.getresponse().read().decode()
+            assert 'id="polling-stopped"' in page and "Polling has stopped: the latest poll finished" in page
         finally:
             prlimit_files(balancer.proc.pid, saved[0])
         balancer.wait_for(r"poll round worked again", timeout=5)
@@ -256,6 +259,113 @@ def test_lines_a_client_causes_are_rate_limited(conf_dir, procs, daemon):
     assert 1 <= len(caused) <= 2, caused[:5]  # the first, and no more within the minute
 
 
+# --- 3. admin views cost one rendering per poll ------------------------------------------------
+
+
+def memory_kib(pid, field):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+@pytest.mark.slow
+def test_a_burst_of_page_requests_costs_one_page_of_memory_and_logins_go_on(conf_dir, procs):
+    import threading
+
+    addresses = [f"127.3.0.{i}:0" for i in range(1, 201)]
+    daemon = procs(Daemon(write(conf_dir / "d.conf", "STATE = ready\n"), listen=addresses).start(sockets=200))
+    servers = " ".join(f"{host}:{port}" for host, port in daemon.addresses)
+    conf = write(conf_dir / "b.conf", f"SERVERS = {servers}\nPOLL_SECONDS = 1\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    page_bytes = len(balancer.request("GET", "/")[1])
+    rss_before = memory_kib(balancer.proc.pid, "VmRSS")
+    logins, stop = [], threading.Event()
+
+    def log_in():
+        while not stop.is_set():
+            started = time.monotonic()
+            logins.append((balancer.request("GET", "/v1/hosts", timeout=10)[0], time.monotonic() - started))
+            time.sleep(0.02)
+
+    request = b"GET / HTTP/1.1\r\nHost: b\r\n\r\n"
+    sockets = [socket.create_connection(balancer.address, timeout=10) for _ in range(400)]
+    client = threading.Thread(target=log_in)
+    client.start()
+    try:
+        for sock in sockets:
+            sock.sendall(request)
+        starts = [sock.recv(10240)[:12] for sock in sockets]  # 10 KiB of each answer, then gone
+    finally:
+        for sock in sockets:
+            sock.close()
+        time.sleep(0.5)
+        stop.set()
+        client.join()
+    growth_mib = (memory_kib(balancer.proc.pid, "VmHWM") - rss_before) / 1024
+    # One page shared by every answer, built once: not a copy of the pool and of the page per request
+    # (400 requests of this 200-server pool took ~150 MiB before; the page is ~0.14 MiB).
+    assert growth_mib < 20, (growth_mib, page_bytes)
+    # At most MAX_IN_FLIGHT answered at once; the rest told at once to come back.
+    assert set(starts) <= {b"HTTP/1.1 200", b"HTTP/1.1 503"} and starts.count(b"HTTP/1.1 200") >= 64, set(starts)
+    assert logins and {status for status, _seconds in logins} == {200}
+    refused = [line for line in balancer.lines if "status requests in flight" in line]
+    assert len(refused) <= 1, refused  # one line for the one client that sent the burst
+
+
+def test_views_are_built_once_per_poll_whoever_asks_and_at_most_once_at_a_time():
+    import asyncio
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from ltsp_loadbalancer import views as views_module
+    from ltsp_loadbalancer.history import History
+    from ltsp_loadbalancer.metrics import Metrics
+
+    class Pool:
+        polled_at = 0.0
+
+    class Balancer_:
+        config = SimpleNamespace(poll_seconds=2.0, poll_timeout_ms=1000)
+        pool, generation, polls, ejections = Pool(), 0, 1, Counter()
+        answers, handed_out, poll_errors = Counter(), Counter(), Counter()
+        views_taken = 0
+
+        def pool_view(self, now, documents=True):
+            self.views_taken += 1
+            return {"servers": [], "poll_seconds": 2.0, "last_poll_age_ms": 0, "stale_after_ms": 7000, "polls": 1}
+
+    now = [1.0]
+    balancer = Balancer_()
+    views = views_module.Views(balancer, History(), Metrics(balancer), clock=lambda: now[0])
+
+    async def burst(count, view=views_module.PAGE):
+        return await asyncio.gather(*(views.body(view) for _ in range(count)))
+
+    answers = asyncio.run(burst(100))
+    assert len({id(body) for body, _type in answers}) == 1  # one bytes object for all
+    assert (views.builds, views.readings, balancer.views_taken) == (1, 1, 1)
+    now[0] = 1.5
+    asyncio.run(burst(10))
+    assert views.builds == 1  # same poll: the same page
+    asyncio.run(burst(10, views_module.METRICS))
+    assert (views.builds, views.readings) == (2, 1)  # another view of the same reading
+    balancer.polls = 2  # a poll finished
+    asyncio.run(burst(10))
+    assert (views.builds, views.readings) == (3, 2)
+    balancer.ejections["a"] += 1  # an ejection shows at once
+    asyncio.run(burst(10))
+    assert (views.builds, views.readings) == (4, 3)
+    now[0] = 9.0  # no poll since 1.0: stale, and older than POLL_SECONDS: taken again, the page says so
+    asyncio.run(burst(10))
+    assert (views.builds, views.readings) == (5, 4) and views.key(now[0])[-1] is True
+    assert all(views.enter("peer") for _ in range(views_module.MAX_IN_FLIGHT))
+    assert not views.enter("peer")
+    views.leave()
+    assert views.enter("peer")
+
+
 # --- 5. lesser items, fixed at the root ---------------------------------------------------------
 
 
@@ -269,7 +379,7 @@ def test_head_is_answered_like_get_without_a_body_and_counts_nothing(conf_dir, p
         status_line, _, rest = data.partition(b"\r\n")
         assert status_line == b"HTTP/1.1 200 OK" and rest.endswith(b"\r\n\r\n"), data  # headers only
         assert b"Content-Length: 10\r\n" in rest  # GET's "127.0.0.1\n"
-    assert sum(row["pending"] for row in pool(balancer)["servers"]) == 0  # a look, not a login
+    assert sum(row["pending"] for row in balancer.pool_after_poll()["servers"]) == 0  # a look, not a login
     assert not [line for line in balancer.lines if "Traceback" in line or "ERROR" in line]
 
 
@@ -352,11 +462,11 @@ def test_a_login_a_browser_could_forge_cross_site_is_refused_and_counts_nothing(
         finally:
             connection.close()
         assert response.status == 403 and text.count("\n") == 1, (method, response.status, text)
-    assert sum(row["pending"] for row in pool(balancer)["servers"]) == 0
+    assert sum(row["pending"] for row in balancer.pool_after_poll()["servers"]) == 0
     # A look counts nothing, so it needs no header (curl checks); get_hosts' own request is a login.
     assert balancer.request("GET", "/v1/hosts?peek=1", headers={"X-LTSP-Client": ""})[0] == 200
     assert balancer.request("GET", "/v1/hosts") == (200, "127.0.0.1\n")
-    assert sum(row["pending"] for row in pool(balancer)["servers"]) == 1
+    assert sum(row["pending"] for row in balancer.pool_after_poll()["servers"]) == 1
 
 
 def test_one_client_cannot_fill_the_cache_of_request_words():

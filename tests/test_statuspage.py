@@ -281,6 +281,19 @@ def test_an_empty_pool_says_so():
     assert "SERVERS is empty" in text and "No servers" in text
 
 
+@pytest.mark.parametrize(
+    ("age_ms", "stale_after_ms", "stopped"),
+    [(None, 750, False), (100, 750, False), (750, 750, False), (751, 750, True), (9000, None, False)],
+)
+def test_stale_figures_say_polling_has_stopped_above_everything(age_ms, stale_after_ms, stopped):
+    pool = {**crafted_pool(), "last_poll_age_ms": age_ms, "stale_after_ms": stale_after_ms}
+    text = statuspage.render_page(pool)
+    assert ('id="polling-stopped"' in text) is stopped
+    assert ("Polling has stopped: the latest poll finished" in text) is stopped
+    if stopped:
+        assert "Logins are answered 503" in text and text.index("polling-stopped") < text.index('id="summary"')
+
+
 def test_the_script_sets_text_never_markup():
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
         assert sink not in statuspage.SCRIPT, sink
