@@ -108,14 +108,26 @@ class Balancer:
         self.pool.rerank(now)
 
     def polled(self, entries, results, now):
-        """A poll of ENTRIES finished; results of a pool replaced meanwhile (SIGHUP) are dropped."""
+        """A poll of ENTRIES finished: ``polling`` at once."""
+        for _step in self.polling(entries, results, now):
+            pass
+
+    def polling(self, entries, results, now):
+        """A poll of ENTRIES finished, taken in steps (a generator: poller.py answers logins between them).
+
+        Results of a pool replaced meanwhile (SIGHUP), before or during the steps, are dropped.
+        """
+        pool = self.pool
         if list(entries) != self.entries:
             return
-        self.polls += 1
         for label, result in zip(self.labels, results):
             if result.stats is None:
                 self.poll_errors[label] += 1
-        self.pool.update(results, now)
+        for step in pool.updating(results, now):
+            yield step
+            if self.pool is not pool:
+                return
+        self.polls += 1
         for callback in self.on_poll:
             callback(self, now)
 
@@ -160,13 +172,28 @@ class Balancer:
         self.handed_out[self.labels[order[0]]] += 1
         return line, None
 
-    def pool_view(self, now, documents=True):
-        """The whole pool as /v1/pool's JSON document (a dict); DOCUMENTS false leaves each row's stats None
-        (the status page does not show them: a thousand dicts less on the event loop)."""
+    def pool_view(self, now, documents=True, rows=None):
+        """The whole pool as /v1/pool's JSON document (a dict); DOCUMENTS false leaves each row's stats None.
+
+        ROWS: the rows already taken (``pool_rows`` in steps, views.py), else all of them now."""
+        if rows is None:
+            rows = self.pool_rows(now, 0, len(self.pool.servers), documents)
+        polled_at = self.pool.polled_at
+        return {
+            "servers": rows,
+            "poll_seconds": self.config.poll_seconds,
+            "last_poll_age_ms": None if polled_at is None else round((now - polled_at) * 1000),
+            "stale_after_ms": round(stale_after(self.config) * 1000),  # older figures: /v1/hosts answers 503
+            "polls": self.polls,
+        }
+
+    def pool_rows(self, now, first, last, documents=True):
+        """The /v1/pool rows of servers FIRST to LAST (pool order, LAST excluded)."""
         rows = []
         outliers = self.pool.outliers
         window_start = now - self.pool.history_seconds  # "Logins, 5 min": the window the pool keeps
-        for index, server in enumerate(self.pool.servers):
+        for index in range(first, min(last, len(self.pool.servers))):
+            server = self.pool.servers[index]
             stats, verdict = server.stats, server.verdict
             rows.append(
                 {
@@ -186,14 +213,7 @@ class Balancer:
                     "stats": None if stats is None or not documents else stats._asdict(),
                 }
             )
-        polled_at = self.pool.polled_at
-        return {
-            "servers": rows,
-            "poll_seconds": self.config.poll_seconds,
-            "last_poll_age_ms": None if polled_at is None else round((now - polled_at) * 1000),
-            "stale_after_ms": round(stale_after(self.config) * 1000),  # older figures: /v1/hosts answers 503
-            "polls": self.polls,
-        }
+        return rows
 
     @staticmethod
     def _reason(server):

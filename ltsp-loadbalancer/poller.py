@@ -5,7 +5,8 @@ Rules:
 - One round probes the whole pool at once (get_hosts.probe.probe_pool,
   without the straggler rule: a slow but live server is waited for until
   POLL_TIMEOUT_MS), in a worker thread so the event loop keeps answering
-  logins meanwhile. Its results go to Balancer.polled on the loop.
+  logins meanwhile. Its results go to Balancer.polling on the loop, a step
+  (a hundred servers, ~1 ms) per turn of the loop, logins answered between.
 - Rounds start every POLL_SECONDS (a round that overruns delays the next,
   never overlaps it); ``poll_now`` starts one at once (after a reload).
 - Only the servers of the running config are ever contacted.
@@ -81,7 +82,8 @@ class Poller:
         if not entries:
             return
         results = await loop.run_in_executor(None, self._probe, entries, config.poll_timeout_ms)
-        self.balancer.polled(entries, results, monotonic())
+        for _step in self.balancer.polling(entries, results, monotonic()):
+            await asyncio.sleep(0)  # the logins that came meanwhile are answered between the steps
         down = sum(1 for result in results if result.stats is None)
         if down:
             log.debug("poll: %d of %d servers down", down, len(entries))

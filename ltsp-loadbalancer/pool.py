@@ -44,7 +44,11 @@ Rules (docs/placement.md measures them):
   server it was handed to (O(log n)), then the names are joined. The
   servers a request's limits skip are computed once per poll for each
   distinct set of limits (a site sends a few). A request's algorithm costs
-  O(n) for its candidates.
+  O(n) for its candidates. A poll's results are taken in steps of
+  UPDATE_STEP servers (``updating``), so that logins go between them: each
+  server is judged and re-ranked with its new figures as its step comes, as
+  if its answer had come a moment later (1,000 servers at once held the
+  event loop ~10 ms).
 - A peek (``Ask.peek``) answers the same order and counts nothing: no
   login handed out.
 - A request may restrict the pool to servers it names; servers the balancer
@@ -89,6 +93,7 @@ ORDERED_BY_REQUEST = frozenset(name for name in choose.ALGORITHMS if name not in
 READS_NO_ACCOUNTING = frozenset({"mac-hash", "random"})
 # Distinct limits whose skipped servers are kept until the next poll.
 LIMITS_CACHE = 64
+UPDATE_STEP = 100  # servers judged and re-ranked per step of a poll's update (~1 ms)
 # The share estimate (see the rules): a login shows in a sample taken about
 # this long after it was handed out (the client connects in well under a
 # second, the daemon samples every second).
@@ -165,28 +170,53 @@ class Pool:
     # --- events ---------------------------------------------------------------------
 
     def update(self, results, now):
-        """A poll's results (one ProbeResult per server, pool order) arrived at NOW."""
+        """A poll's results (one ProbeResult per server, pool order) arrived at NOW: ``updating`` at once."""
+        for _step in self.updating(results, now):
+            pass
+
+    def updating(self, results, now, step=UPDATE_STEP):
+        """``update`` in steps of STEP servers: a generator; the caller may answer logins between its steps.
+
+        Each server takes its new figures, settles and expires its pending logins and is re-ranked in its
+        step; the pool-wide part (the share estimate, what no login explains, the poll's time, ejections
+        for logins that never became sessions) comes before the first and after the last.
+        """
+        scale = self.share_scale
         self._estimate_share(results, now)
         outliers = self.outliers
         outliers.tick(now)
         unexplained = 0.0
-        for index, (server, result) in enumerate(zip(self.servers, results)):
-            old, new = server.stats, result.stats
-            grown = 0 if old is None or new is None else (new.sessions or 0) - (old.sessions or 0)
-            if grown < 0:
-                outliers.sessions_fell(index, now)
-            confirmed = self._settle_pending(server, result, now)
-            if confirmed:
-                outliers.confirmed(index, confirmed, now)
-            if grown > 0:
-                # Growth beyond our share of it: people someone else sent (see the rules).
-                unexplained += grown - min(confirmed, grown / self.share_scale)
-            server.result = result
-            stats = result.stats
-            server.taken_at = None if stats is None else now - stats.sample_age_ms / 1000.0
+        expired = []
+        for first in range(0, len(self.servers), step):
+            for index in range(first, min(first + step, len(self.servers))):
+                server, result = self.servers[index], results[index]
+                old, new = server.stats, result.stats
+                grown = 0 if old is None or new is None else (new.sessions or 0) - (old.sessions or 0)
+                if grown < 0:
+                    outliers.sessions_fell(index, now)
+                confirmed = self._settle_pending(server, result, now)
+                if confirmed:
+                    outliers.confirmed(index, confirmed, now)
+                if grown > 0:
+                    # Growth beyond our share of it: people someone else sent (see the rules).
+                    unexplained += grown - min(confirmed, grown / self.share_scale)
+                server.result = result
+                stats = result.stats
+                server.taken_at = None if stats is None else now - stats.sample_age_ms / 1000.0
+                times = self._expire(server, now)
+                if times:
+                    expired.append((index, times))
+                self._rerank_one(index, now)
+            self._skipped_by.clear()  # the limits' skipped servers, from the figures as they are now
+            yield
         outliers.unexplained(unexplained, now)
         self.polled_at = now
-        self.rerank(now)
+        if self.share_scale != scale:  # every server's accounted figures moved: rank them all again
+            self._rank_all(now)
+        # After the ranking: ejection.py weighs the evidence against the pool's usable servers.
+        for index, times in expired:
+            if outliers.expired(index, times, now):
+                self._rerank_one(index, now)
 
     def _estimate_share(self, results, now):
         """share_scale: the sessions the pool gained for each login we handed out (see the rules)."""
@@ -265,16 +295,19 @@ class Pool:
             times = self._expire(server, now)
             if times:
                 expired.append((index, times))
+        self._rank_all(now)
+        # After the ranking: ejection.py weighs the evidence against the pool's usable servers.
+        for index, times in expired:
+            if outliers.expired(index, times, now):
+                self._rerank_one(index, now)
+
+    def _rank_all(self, now):
         for tier in self._ranked.values():
             tier.clear()
         self._skipped_by.clear()
         for index, server in enumerate(self.servers):
             server.key = None
             self._rank(index, now)
-        # After the ranking: ejection.py weighs the evidence against the pool's usable servers.
-        for index, times in expired:
-            if outliers.expired(index, times, now):
-                self._rerank_one(index, now)
 
     def _rerank_one(self, index, now):
         self._unrank(index)

@@ -716,3 +716,41 @@ def test_a_request_is_read_with_get_hosts_meanings(fields, algorithm, key, overr
         assert query.applied(asked) == applied
     limits = query.with_limits(asked, DEFAULT_LIMITS).limits
     assert limits == (DEFAULT_LIMITS._replace(**overrides) if overrides else None)
+
+
+def ranking_holds(pool):
+    """Every server that is not skipped is ranked exactly once, in its tier, and each tier is sorted."""
+    ranked = sorted(key for tier in pool._ranked.values() for key in tier)
+    expected = sorted(server.key for server in pool.servers if server.tier is not choose.SKIPPED)
+    return ranked == expected and all(tier == sorted(tier) for tier in pool._ranked.values())
+
+
+@pytest.mark.parametrize("step", [1, 7, 100, 1000])
+def test_a_poll_is_taken_in_steps_and_logins_between_them_see_a_whole_ranking(step):
+    hosts = [f"s{i}" for i in range(250)]
+    pool = Pool(entries(*hosts), random.Random(5), login_window_seconds=3.0)
+    pool.update([up(s.entry, sessions=i % 7) for i, s in enumerate(pool.servers)], now=0.0)
+    for i in range(40):
+        pool.choose(now=0.01 * i)
+    # The next poll: some servers Down, others fuller; the logins handed out at 0.0-0.4 s expire (window 3 s).
+    results = [down(s.entry) if i % 9 == 0 else up(s.entry, sessions=i % 5 + 1) for i, s in enumerate(pool.servers)]
+    steps = 0
+    for _ in pool.updating(results, now=4.0, step=step):
+        steps += 1
+        assert ranking_holds(pool)
+        order = pool.choose(now=4.001)  # a login between two steps: after the poll's samples were taken
+        assert order and len(set(order)) == len(order) and ranking_holds(pool)
+        assert pool.servers[order[0]].stats is not None  # never a server this poll found Down
+    assert steps == -(-len(hosts) // step) and pool.polled_at == 4.0 and ranking_holds(pool)
+    assert all(server.result is result for server, result in zip(pool.servers, results))
+    # The logins of the first poll expired; those handed out between the steps are pending.
+    assert sum(len(server.pending) for server in pool.servers) == steps
+
+
+def test_a_reload_during_a_polls_steps_drops_the_rest_of_that_poll():
+    balancer = make_balancer("a b c")
+    results = [up(entry) for entry in balancer.entries]
+    steps = balancer.polling(balancer.entries, results, 1.0)
+    next(steps)
+    balancer.reconfigure(balancer_config.SCHEMA.override(balancer.config, "SERVERS", "a b", "test"), 1.0)
+    assert list(steps) == [] and balancer.polls == 0 and balancer.pool.polled_at is None

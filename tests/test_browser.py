@@ -247,9 +247,12 @@ class FakeBalancer:
         self.on_poll = []
         self.config = SimpleNamespace(poll_seconds=1.0, poll_timeout_ms=1000)
         self.answers, self.handed_out, self.poll_errors, self.polls = Counter(), Counter(), Counter(), 0
-        self.ejections, self.generation, self.pool = Counter(), 0, SimpleNamespace(polled_at=None)
+        self.ejections, self.generation, self.pool = Counter(), 0, SimpleNamespace(polled_at=None, servers=[])
 
-    def pool_view(self, now, documents=True):
+    def pool_rows(self, now, first, last, documents=True):
+        return []
+
+    def pool_view(self, now, documents=True, rows=None):
         if len(self.pools) == 1:
             return self.pools[0]
         self.polls += 1  # each document is a poll's: the views (views.py) are built again for the next one

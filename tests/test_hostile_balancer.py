@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 from services import Balancer, Daemon
+from sites import crafted_pool
 from sites import write_conf as write
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # readable by nobody, unlike a virtualenv under /root
@@ -324,17 +325,22 @@ def test_views_are_built_once_per_poll_whoever_asks_and_at_most_once_at_a_time()
     from ltsp_loadbalancer.metrics import Metrics
 
     class Pool:
-        polled_at = 0.0
+        polled_at, servers = 0.0, list(range(450))  # three steps of READING_STEP rows
 
     class Balancer_:
         config = SimpleNamespace(poll_seconds=2.0, poll_timeout_ms=1000)
         pool, generation, polls, ejections = Pool(), 0, 1, Counter()
         answers, handed_out, poll_errors = Counter(), Counter(), Counter()
-        views_taken = 0
+        views_taken, rows_taken = 0, 0
 
-        def pool_view(self, now, documents=True):
+        def pool_rows(self, now, first, last, documents=True):
+            self.rows_taken += min(last, len(self.pool.servers)) - first
+            row = crafted_pool()["servers"][0]
+            return [{**row, "host": f"s{index}"} for index in range(first, min(last, len(self.pool.servers)))]
+
+        def pool_view(self, now, documents=True, rows=None):
             self.views_taken += 1
-            return {"servers": [], "poll_seconds": 2.0, "last_poll_age_ms": 0, "stale_after_ms": 7000, "polls": 1}
+            return {"servers": rows, "poll_seconds": 2.0, "last_poll_age_ms": 0, "stale_after_ms": 7000, "polls": 1}
 
     now = [1.0]
     balancer = Balancer_()
@@ -345,7 +351,7 @@ def test_views_are_built_once_per_poll_whoever_asks_and_at_most_once_at_a_time()
 
     answers = asyncio.run(burst(100))
     assert len({id(body) for body, _type in answers}) == 1  # one bytes object for all
-    assert (views.builds, views.readings, balancer.views_taken) == (1, 1, 1)
+    assert (views.builds, views.readings, balancer.views_taken, balancer.rows_taken) == (1, 1, 1, 450)
     now[0] = 1.5
     asyncio.run(burst(10))
     assert views.builds == 1  # same poll: the same page

@@ -395,7 +395,6 @@ def test_fixed_never_asks_a_balancer(serve):
 
 
 def test_a_peek_is_not_a_login(site):
-    import json
 
     balancer, _daemons, _tmp = site
 
