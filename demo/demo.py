@@ -120,7 +120,9 @@ def start_balancer(workdir):
     """ltsp-loadbalancer polling the demo's pool every second; waits for its first poll."""
     conf = workdir / "balancer.conf"
     servers = " ".join(f"{address}:{PORT}" for address, _config in SERVERS.values())
-    conf.write_text(f"SERVERS = {servers}\nPOLL_SECONDS = 1\n")
+    # ONE_LOGIN_SECONDS 0: the demo's thin clients are this one machine, one address, as a lab behind NAT
+    # (the balancer would otherwise take each login as the same client asking again, in place of the last).
+    conf.write_text(f"SERVERS = {servers}\nPOLL_SECONDS = 1\nONE_LOGIN_SECONDS = 0\n")
     conf.chmod(0o644)
     address, port = BALANCER
     command = [sys.executable, "-m", "ltsp_loadbalancer", "--config", str(conf), "--listen", f"{address}:{port}"]

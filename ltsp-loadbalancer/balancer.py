@@ -16,9 +16,9 @@ Rules:
 - ``reconfigure`` takes a new config (SIGHUP): servers kept from the old
   SERVERS keep their latest document and pending logins; new ones are Down
   until the next poll, which is started at once.
-- Every login request counts, whoever asks. (Counting one per client address
-  a few seconds was tried and withheld: a lab behind NAT is one address, and
-  a retry's failed= report must count; see SECURITY.md.)
+- One pending login per client (by its address) within ONE_LOGIN_SECONDS:
+  a client asking again gets a new login in place of its previous one
+  (pool.py), its failed= report counted as ever.
 - Figures older than ``stale_after`` (a few rounds: polling has stopped)
   are not answered from: 503 with their age, so get_hosts probes itself.
 - ``failed=HOST`` (get_hosts' retry): HOST goes last in this answer and is
@@ -80,7 +80,14 @@ class Balancer:
     def _new_pool(self, config):
         entries = [PoolEntry(host, host, port) for host, port in config.servers]
         self.labels = [format_host_port(host, port, default_port=ADVERTISE_PORT) for host, port in config.servers]
-        pool = Pool(entries, self.rng, limits_of(config), config.login_window_seconds, ejections=self.ejections)
+        pool = Pool(
+            entries,
+            self.rng,
+            limits_of(config),
+            config.login_window_seconds,
+            ejections=self.ejections,
+            one_login_seconds=config.one_login_seconds,
+        )
         # Ejections are counted and logged under each health's name: the entry's label, not its bare host.
         for health, label in zip(pool.outliers.health, self.labels):
             health.name = label

@@ -86,6 +86,15 @@ _KEYS = (
         "never logged in).",
     ),
     Key(
+        "ONE_LOGIN_SECONDS",
+        "30",
+        seconds(0, 3600),
+        "A client (by its address) that asks for a login again within this many seconds gets a new "
+        "one in place of its previous one, which stops counting: one client holds at most one pending "
+        "login, so a program asking in a loop cannot make servers look full. 0 counts every request: "
+        "for thin clients that reach the balancer through one NAT address.",
+    ),
+    Key(
         "SKIP_SWAPPING",
         "true",
         converters.boolean,

@@ -14,6 +14,13 @@ Rules (docs/placement.md measures them):
   taken after the hand-out, whose sessions grew: our share of that growth
   settles as many of the oldest pending logins) or until
   LOGIN_WINDOW_SECONDS pass (the client never logged in).
+- **One client, one pending login** (``one_login_seconds``, the config's
+  ONE_LOGIN_SECONDS; 0 turns it off): a client (by its address: what the
+  request says of itself is not trusted) that asks again within that time
+  gets its new login in place of its previous one, which stops counting
+  unless it already became a session. A program asking in a loop holds one
+  login's worth of any server; a retry (get_hosts' failed=) moves its count
+  off the server that failed it. At most MAX_CLIENTS_REMEMBERED clients.
 - **Other balancers.** Two or three balancers may run side by side and share
   nothing. Each one measures how many sessions the pool gained over its last
   SHARE_WINDOW_POLLS polls against the logins it handed out itself in that time
@@ -69,8 +76,9 @@ Rules (docs/placement.md measures them):
 from __future__ import annotations
 
 import bisect
+import contextlib
 import operator
-from collections import deque, namedtuple
+from collections import OrderedDict, deque, namedtuple
 
 from get_hosts import choose
 from ltsp_lbcore.states import DOWN, FAILING
@@ -93,6 +101,8 @@ ORDERED_BY_REQUEST = frozenset(name for name in choose.ALGORITHMS if name not in
 READS_NO_ACCOUNTING = frozenset({"mac-hash", "random"})
 # Distinct limits whose skipped servers are kept until the next poll.
 LIMITS_CACHE = 64
+# Clients remembered for one_login_seconds (peer -> its latest login): a storm of 3,000 logins/s for 20 s.
+MAX_CLIENTS_REMEMBERED = 65536
 UPDATE_STEP = 100  # servers judged and re-ranked per step of a poll's update (~1 ms)
 # The share estimate (see the rules): a login shows in a sample taken about
 # this long after it was handed out (the client connects in well under a
@@ -144,7 +154,14 @@ class Pool:
     """Every server of SERVERS, the accounting, and the ranking that choosing reads."""
 
     def __init__(
-        self, entries, rng, limits=DEFAULT_LIMITS, login_window_seconds=30.0, history_seconds=300.0, ejections=None
+        self,
+        entries,
+        rng,
+        limits=DEFAULT_LIMITS,
+        login_window_seconds=30.0,
+        history_seconds=300.0,
+        ejections=None,
+        one_login_seconds=0.0,
     ):
         self.servers = [Server(entry) for entry in entries]
         self.names = [server.entry.host for server in self.servers]
@@ -156,6 +173,8 @@ class Pool:
         self.history_seconds = history_seconds
         self.polled_at = None
         self.share_scale = 1.0
+        self.one_login_seconds = one_login_seconds
+        self._clients = OrderedDict()  # peer -> (index, time) of its latest login, oldest first (one_login_seconds)
         self._recent = deque()  # our hand-out times, for the share estimate
         self._growth = deque()  # (poll time, sessions the pool gained since the poll before)
         # Per tier (PREFERRED, LAST_RESORT): sorted [(fullness, tiebreak, index)].
@@ -269,6 +288,8 @@ class Pool:
 
     def hand_out(self, index, now, peer=None):
         """Count a login handed to server INDEX at NOW (for client PEER), and re-rank it."""
+        if peer is not None and self.one_login_seconds > 0:
+            self._replace_login(peer, index, now)
         server = self.servers[index]
         self._unrank(index)
         server.pending.append(now)
@@ -277,6 +298,27 @@ class Pool:
         if index in self.outliers.out:
             self.outliers.handed_out(index, peer, now)
         self._rank(index, now)
+
+    def _replace_login(self, peer, index, now):
+        """PEER's login at NOW to INDEX takes the place of its previous one within one_login_seconds, which
+        stops counting (unless it already became a session or expired: then it is no longer pending)."""
+        clients = self._clients
+        previous = clients.pop(peer, None)
+        clients[peer] = (index, now)
+        while len(clients) > MAX_CLIENTS_REMEMBERED or next(iter(clients.values()))[1] < now - self.one_login_seconds:
+            clients.popitem(last=False)  # oldest first: forgotten once past the window
+        if previous is None or previous[1] < now - self.one_login_seconds:
+            return
+        was, handed_at = previous
+        server = self.servers[was]
+        if handed_at not in server.pending:
+            return
+        self._unrank(was)
+        server.pending.remove(handed_at)
+        with contextlib.suppress(ValueError):
+            server.handed_out.remove(handed_at)
+            self._recent.remove(handed_at)
+        self._rank(was, now)
 
     def report(self, indexes, peer, now):
         """Client PEER says its last login, to one of INDEXES, did not last (get_hosts' failed=)."""

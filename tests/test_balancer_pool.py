@@ -14,7 +14,7 @@ from fakeservers import stats
 from ltsp_loadbalancer import config as balancer_config
 from ltsp_loadbalancer import query
 from ltsp_loadbalancer.balancer import Balancer
-from ltsp_loadbalancer.pool import DEFAULT_LIMITS, ORDERED_BY_REQUEST, Ask, Limits, Pool
+from ltsp_loadbalancer.pool import DEFAULT_LIMITS, NO_ASK, ORDERED_BY_REQUEST, Ask, Limits, Pool
 
 from get_hosts import choose
 from get_hosts.probe import ProbeResult
@@ -754,3 +754,65 @@ def test_a_reload_during_a_polls_steps_drops_the_rest_of_that_poll():
     next(steps)
     balancer.reconfigure(balancer_config.SCHEMA.override(balancer.config, "SERVERS", "a b", "test"), 1.0)
     assert list(steps) == [] and balancer.polls == 0 and balancer.pool.polled_at is None
+
+
+# --- one client, one pending login --------------------------------------------------------------
+
+
+def polled_balancer(servers, **overrides):
+    balancer = make_balancer(servers, **overrides)
+    balancer.polled(balancer.entries, [up(entry, capacity=20.0) for entry in balancer.entries], now=0.0)
+    return balancer
+
+
+def pending(balancer):
+    return {server.entry.host: len(server.pending) for server in balancer.pool.servers}
+
+
+@pytest.mark.parametrize(("one_login_seconds", "pending_after"), [(30.0, 1), (0.0, 120)])
+def test_a_client_asking_in_a_loop_holds_one_login_and_cannot_steer_the_others(one_login_seconds, pending_after):
+    balancer = polled_balancer("a b c d", one_login_seconds=one_login_seconds)
+    for i in range(120):  # one program naming three of four servers, as fast as it can
+        assert balancer.hosts(["a", "b", "c"], now=1.0 + i * 0.0001, peer="10.0.0.66")[0]
+    assert sum(pending(balancer).values()) == pending_after
+    firsts = Counter(balancer.hosts(None, now=2.0 + i * 0.001, peer=f"10.0.1.{i}")[0].split()[0] for i in range(40))
+    if one_login_seconds:
+        assert set(firsts) == {"a", "b", "c", "d"} and max(firsts.values()) <= 11, firsts  # evenly, 10 each
+    else:
+        assert firsts == {"d": 40}  # 0: every request counts (for clients behind one NAT address)
+
+
+def test_a_retry_moves_the_clients_count_off_the_server_that_failed_it_and_its_report_counts(caplog):
+    balancer = polled_balancer("a b c d", one_login_seconds=30.0)
+    for peer in ("10.0.0.1", "10.0.0.2"):
+        first = balancer.hosts(["a"], now=1.0, peer=peer)[0]
+        assert first == "a"
+        retried = balancer.hosts(None, now=1.5, failed=["a"], peer=peer)[0].split()
+        assert retried[0] != "a"  # last, or not named at all once two clients have reported it
+    counts = pending(balancer)
+    assert counts["a"] == 0 and sum(counts.values()) == 2  # one login each, where each retried
+    assert balancer.pool.servers[0].verdict.label == "Failing"  # two clients reported: ejected
+    assert "ejected a" in caplog.text
+
+
+def test_a_login_that_became_a_session_stays_and_a_client_past_the_window_is_new():
+    balancer = polled_balancer("a", one_login_seconds=5.0)
+    assert balancer.hosts(None, now=1.0, peer="10.0.0.1")[0] == "a"
+    # The server's figures show it (a sample after the hand-out): it settled, nothing pending to replace.
+    balancer.polled(balancer.entries, [up(balancer.entries[0], sessions=1, capacity=20.0)], now=2.0)
+    assert pending(balancer) == {"a": 0}
+    balancer.hosts(None, now=2.5, peer="10.0.0.1")  # the same client again: its new login counts
+    assert pending(balancer) == {"a": 1}
+    balancer.hosts(None, now=8.0, peer="10.0.0.1")  # past the window: a login of its own
+    assert pending(balancer) == {"a": 2}
+    balancer.hosts(None, now=8.1, peer="10.0.0.1", ask=NO_ASK._replace(peek=True))  # a look replaces nothing
+    assert pending(balancer) == {"a": 2}
+
+
+def test_clients_remembered_are_bounded():
+    from ltsp_loadbalancer import pool as pool_module
+
+    balancer = polled_balancer("a b", one_login_seconds=30.0)
+    for i in range(pool_module.MAX_CLIENTS_REMEMBERED + 500):
+        balancer.pool.hand_out(i % 2, 1.0, peer=i)
+    assert len(balancer.pool._clients) == pool_module.MAX_CLIENTS_REMEMBERED

@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -503,6 +504,22 @@ def hosts_from_source(balancer, source, query):
         return response.status, response.read().decode()
     finally:
         connection.close()
+
+
+def test_one_client_asking_in_a_loop_cannot_steer_everyone_elses_logins(conf_dir, procs):
+    listen = [f"127.0.4.{i}:0" for i in range(1, 5)]
+    daemon = procs(Daemon(write(conf_dir / "d.conf", "STATE = ready\n"), listen=listen).start(sockets=4))
+    names = [f"{host}:{port}" for host, port in daemon.addresses]
+    conf = write(conf_dir / "b.conf", f"SERVERS = {' '.join(names)}\nPOLL_SECONDS = 5\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    three = "+".join(names[:3])
+    for _ in range(120):  # one program, as fast as it can, naming three of the four
+        assert hosts_from_source(balancer, "127.0.0.66", f"servers={three}")[0] == 200
+    # Everyone else (each a client of its own): before, all 40 went to the fourth for LOGIN_WINDOW_SECONDS.
+    firsts = Counter(balancer.request("GET", "/v1/hosts")[1].split()[0] for _ in range(40))
+    # (Answers name hosts only, never a port.)
+    assert set(firsts) == {host for host, _port in daemon.addresses} and max(firsts.values()) <= 12, firsts
 
 
 def requests_served(balancer, handler):
