@@ -32,7 +32,11 @@ Rules:
 - Figures a Down server does not have are absent, never 0.
 - Series per server are kept few (14): at 1,000 servers the library renders
   about 5 us a series, off the event loop (``snapshot`` on the loop, a copy
-  of the figures; ``encode`` in a worker thread).
+  of the figures; ``encode`` in a worker thread). ``encode`` renders the
+  balancer's families one at a time and keeps each one's text: a family
+  whose samples are the same as at the previous scrape (most server states,
+  capacities, the counters of a quiet pool) is not rendered again (82 ms a
+  scrape at 1,000 servers rendered whole).
 """
 
 from __future__ import annotations
@@ -282,10 +286,64 @@ class Scrape:
         self.reading = reading
         self.others = others
 
+    def reading_families(self):
+        return families(self.reading)
+
     def collect(self):
-        yield from families(self.reading)
+        yield from self.reading_families()
         for collector in self.others:  # prometheus_client's own: thread-safe
             yield from collector.collect()
+
+
+class _One:
+    """A collector of one family: what prometheus_client's encoders take."""
+
+    __slots__ = ("family",)
+
+    def __init__(self, family):
+        self.family = family
+
+    def collect(self):
+        return (self.family,)
+
+
+EOF_LINE = b"# EOF\n"  # OpenMetrics' last line, once per exposition
+OPENMETRICS = "application/openmetrics-text"
+
+
+class FamilyTexts:
+    """Each of the balancer's families rendered by prometheus_client, its text kept until its samples change.
+
+    The text of a whole scrape is the families' texts one after the other (the classic format is exactly
+    that; OpenMetrics ends once with EOF_LINE), so a family kept is bytes already rendered.
+    """
+
+    def __init__(self):
+        self._kept = {}  # (content type, family name) -> (samples, text), from the latest scrape
+
+    def encode(self, encoder, content_type, scrape):
+        """The body of SCRAPE in CONTENT_TYPE, rendered by ENCODER (prometheus_client's, for that type)."""
+        kept, texts = {}, []
+        for family in scrape.reading_families():
+            key = (content_type, family.name)
+            samples = tuple((sample.name, tuple(sample.labels.items()), sample.value) for sample in family.samples)
+            previous = self._kept.get(key)
+            if previous is not None and previous[0] == samples:
+                text = previous[1]
+            else:
+                text = _without_eof(encoder(_One(family)))
+            kept[key] = (samples, text)
+            texts.append(text)
+        for collector in scrape.others:  # prometheus_client's own instruments: few samples, read live
+            texts.append(_without_eof(encoder(collector)))
+        self._kept = kept
+        if content_type.startswith(OPENMETRICS):
+            texts.append(EOF_LINE)
+        return b"".join(texts)
+
+
+def _without_eof(text):
+    return text[: -len(EOF_LINE)] if text.endswith(EOF_LINE) else text
 
 
 class Metrics:
@@ -301,6 +359,7 @@ class Metrics:
         if disable_created is not None:
             disable_created()
         self.registry = CollectorRegistry(auto_describe=False)
+        self._families = FamilyTexts()
         self.collector = BalancerCollector(balancer, clock, wall)
         self.registry.register(self.collector)
         self.process = ProcessCollector(registry=self.registry)  # process_resident_memory_bytes: the RSS budget
@@ -328,11 +387,11 @@ class Metrics:
         balancer's thread (a few ms)."""
         return Scrape(self.collector.read(view, wall), (self.process, self.polls, self.latency, self.requests))
 
-    @staticmethod
-    def encode(scrape, accept=None):
-        """(body bytes, content type) of SCRAPE for a scraper whose Accept header is ACCEPT (any thread)."""
+    def encode(self, scrape, accept=None):
+        """(body bytes, content type) of SCRAPE for a scraper whose Accept header is ACCEPT (one thread at a
+        time: views.py's renderer)."""
         encoder, content_type = choose_encoder(accept or "")
-        return encoder(scrape), content_type
+        return self._families.encode(encoder, content_type, scrape), content_type
 
     def render(self, accept=None):
         """snapshot() and encode() at once."""

@@ -55,10 +55,11 @@ MAX_IN_FLIGHT = 64
 READING_STEP = 200  # /v1/pool rows copied per turn of the event loop (~0.5 ms)
 PAGE, ROWS, POOL, HISTORY, METRICS = "page", "rows", "pool", "history", "metrics"
 
-Reading = namedtuple("Reading", "key taken_at wall pool history snapshot scrape poll_seconds")
+Reading = namedtuple("Reading", "key taken_at wall pool history snapshot metrics scrape poll_seconds")
 Reading.__doc__ = """The balancer's figures at one moment, for every view: KEY says what they are of (Views.key);
 TAKEN_AT the monotonic and WALL the epoch time; POOL /v1/pool's document with the stats documents; HISTORY
-the History and SNAPSHOT its copy (pool series, {(host, port): series}); SCRAPE a metrics.Scrape."""
+the History and SNAPSHOT its copy (pool series, {(host, port): series}); METRICS the metrics.Metrics that
+renders SCRAPE, a metrics.Scrape."""
 
 _Build = namedtuple("_Build", "reading future")
 
@@ -95,9 +96,8 @@ def _history(reading, _variant):
     return _json_by_item(reading.history.view(reading.taken_at, reading.snapshot), "servers"), "application/json"
 
 
-def _metrics(reading, accept):
-    encoder, content_type = choose_encoder(accept)
-    return encoder(reading.scrape), content_type
+def _metrics(reading, content_type):
+    return reading.metrics.encode(reading.scrape, content_type)
 
 
 BUILDERS = {
@@ -169,7 +169,9 @@ class Views:
             wall = self.wall()
             snapshot = self.history.snapshot()
             scrape = self.metrics.snapshot(view, wall)
-            self._reading = Reading(key, now, wall, view, self.history, snapshot, scrape, balancer.config.poll_seconds)
+            self._reading = Reading(
+                key, now, wall, view, self.history, snapshot, self.metrics, scrape, balancer.config.poll_seconds
+            )
             self.readings += 1
             return self._reading
         finally:

@@ -343,3 +343,31 @@ def test_the_grafana_dashboard_uses_only_exposed_metrics():
     assert used <= known, used - known
     # Every panel reads the dashboard's data source variable, so an import asks for one.
     assert {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel} == {"${datasource}"}
+
+
+@pytest.mark.parametrize("accept", ["", "application/openmetrics-text; version=1.0.0; charset=utf-8"])
+def test_families_kept_from_the_previous_scrape_render_exactly_what_the_library_renders_whole(accept):
+    from prometheus_client.exposition import choose_encoder
+
+    settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", " ".join(f"s{i}" for i in range(50)), "t")
+    balancer = Balancer(settings)
+    registry = metrics.Metrics(balancer, clock=lambda: 100.0, wall=lambda: 1_700_000_000.0)
+    entries = balancer.entries
+    encoder, content_type = choose_encoder(accept)
+    for step, sessions in enumerate((3, 3, 5)):  # a scrape, the same figures again, then some changed
+        results = [
+            ProbeResult(e, fake_stats(sessions=sessions + i % 3, capacity=24.0), 2.0, None)
+            for i, e in enumerate(entries)
+        ]
+        balancer.polled(entries, results, 100.0 + step)
+        balancer.hosts(None, 100.0 + step)
+        scrape = registry.snapshot()
+        body, answered_type = registry.encode(scrape, accept)
+        assert answered_type == content_type
+        # The same scrape rendered whole by prometheus_client (its process and instrument figures read again:
+        # those lines may differ by what the process did meanwhile; every balancer line must be equal).
+        whole = encoder(scrape)
+        ours = [line for line in body.splitlines() if line.startswith((b"ltsp_", b"# HELP ltsp_", b"# TYPE ltsp_"))]
+        theirs = [line for line in whole.splitlines() if line.startswith((b"ltsp_", b"# HELP ltsp_", b"# TYPE ltsp_"))]
+        assert ours == theirs and ours
+        assert body.endswith(b"# EOF\n") == bool(accept) and body.count(b"# EOF") == bool(accept)
