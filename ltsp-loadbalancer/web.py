@@ -56,8 +56,12 @@ class ViewHandler(BaseHandler):
 
     async def get(self):
         if not self.views.enter(self.request.remote_ip):
-            self.set_header("Retry-After", "1")
-            self.plain(503, f"{self.views.max_in_flight} status requests are being answered: try again in a second")
+            await self.views.turn()  # refusals too, one a turn: a burst of them never holds the logins back
+            try:
+                self.set_header("Retry-After", "1")
+                self.plain(503, f"{self.views.max_in_flight} status requests are being answered: try again later")
+            finally:
+                self.views.turn_done()
             return
         try:
             body, content_type = await self.views.body(self.view, self.variant())
