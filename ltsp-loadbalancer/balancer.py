@@ -112,6 +112,7 @@ class Balancer:
                 server.pending, server.handed_out = previous.pending, previous.handed_out
                 kept.append((index, previous_index))
         self.pool.outliers.carry_over(old_pool.outliers, kept)
+        self.pool.carry_clients(old_pool, kept)
         self.pool.rerank(now)
 
     def polled(self, entries, results, now):

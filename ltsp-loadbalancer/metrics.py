@@ -319,15 +319,16 @@ class FamilyTexts:
     """
 
     def __init__(self):
-        self._kept = {}  # (content type, family name) -> (samples, text), from the latest scrape
+        self._kept = {}  # content type -> {family name: (samples, text)}, from its latest scrape
 
     def encode(self, encoder, content_type, scrape):
         """The body of SCRAPE in CONTENT_TYPE, rendered by ENCODER (prometheus_client's, for that type)."""
         kept, texts = {}, []
+        before = self._kept.get(content_type, {})
         for family in scrape.reading_families():
-            key = (content_type, family.name)
+            key = family.name
             samples = tuple((sample.name, tuple(sample.labels.items()), sample.value) for sample in family.samples)
-            previous = self._kept.get(key)
+            previous = before.get(key)
             if previous is not None and previous[0] == samples:
                 text = previous[1]
             else:
@@ -336,7 +337,7 @@ class FamilyTexts:
             texts.append(text)
         for collector in scrape.others:  # prometheus_client's own instruments: few samples, read live
             texts.append(_without_eof(encoder(collector)))
-        self._kept = kept
+        self._kept[content_type] = kept  # one per format asked for (views.py: two at most)
         if content_type.startswith(OPENMETRICS):
             texts.append(EOF_LINE)
         return b"".join(texts)

@@ -76,7 +76,6 @@ Rules (docs/placement.md measures them):
 from __future__ import annotations
 
 import bisect
-import contextlib
 import operator
 from collections import OrderedDict, deque, namedtuple
 
@@ -311,14 +310,20 @@ class Pool:
             return
         was, handed_at = previous
         server = self.servers[was]
-        if handed_at not in server.pending:
-            return
+        if not _remove_sorted(server.pending, handed_at):
+            return  # it became a session, or expired: no longer pending
         self._unrank(was)
-        server.pending.remove(handed_at)
-        with contextlib.suppress(ValueError):
-            server.handed_out.remove(handed_at)
-            self._recent.remove(handed_at)
+        _remove_sorted(server.handed_out, handed_at)
+        _remove_sorted(self._recent, handed_at)
         self._rank(was, now)
+
+    def carry_clients(self, old, kept):
+        """A reload: the clients of OLD (a Pool) whose latest login went to a server kept (KEPT: pairs of new
+        and old index) are remembered here under its new index, so a client asking after a SIGHUP replaces."""
+        new_index = {old_index: index for index, old_index in kept}
+        for peer, (index, when) in old._clients.items():
+            if index in new_index:
+                self._clients[peer] = (new_index[index], when)
 
     def report(self, indexes, peer, now):
         """Client PEER says its last login, to one of INDEXES, did not last (get_hosts' failed=)."""
@@ -495,3 +500,12 @@ class Pool:
             counts[label] = counts.get(label, 0) + 1
         summary = ", ".join(f"{n} {label}" for label, n in counts.items())
         return f"no usable server ({summary})"
+
+
+def _remove_sorted(times, value):
+    """Remove one VALUE from TIMES (sorted, a deque or list) by bisection: True when it was there."""
+    at = bisect.bisect_left(times, value)
+    if at < len(times) and times[at] == value:
+        del times[at]
+        return True
+    return False

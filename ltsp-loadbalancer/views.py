@@ -109,9 +109,19 @@ BUILDERS = {
 }
 
 
+# The two /metrics variants: prometheus_client passes an Accept header's version= through to the content
+# type, so a client could otherwise ask for endlessly many (each a build, kept).
+TEXT_TYPE = choose_encoder("")[1]
+OPENMETRICS_TYPE = choose_encoder("application/openmetrics-text; version=1.0.0")[1]
+
+
 def metrics_variant(accept):
-    """The variant of /metrics an Accept header asks for: its content type (two kinds, whatever the header)."""
-    return choose_encoder(accept or "")[1]
+    """The variant of /metrics an Accept header asks for: OPENMETRICS_TYPE or TEXT_TYPE, whatever the header."""
+    try:
+        chosen = choose_encoder(accept or "")[1]
+    except Exception:  # a version it cannot read (version=1.x raises): the classic format, as for no header
+        return TEXT_TYPE
+    return OPENMETRICS_TYPE if chosen.startswith("application/openmetrics-text") else TEXT_TYPE
 
 
 class Views:
@@ -156,17 +166,16 @@ class Views:
         try:
             balancer = self.balancer
             while True:
-                now = self.clock()
+                now, wall = self.clock(), self.wall()
                 key, pool = self.key(now), balancer.pool
                 rows = []
                 for first in range(0, len(pool.servers), READING_STEP):
                     if first:
                         await asyncio.sleep(0)  # logins go between the steps
                     rows += balancer.pool_rows(now, first, first + READING_STEP)
-                if balancer.pool is pool:
-                    break  # else a reload came between the steps: take the new pool
+                if balancer.pool is pool and self.key(now) == key:
+                    break  # else a reload, a poll or an ejection came between the steps: take them in
             view = balancer.pool_view(now, rows=rows)
-            wall = self.wall()
             snapshot = self.history.snapshot()
             scrape = self.metrics.snapshot(view, wall)
             self._reading = Reading(
@@ -206,7 +215,12 @@ class Views:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._next_writers.append(waiter)
-        await waiter
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._pass_turn()  # it had been given the turn: the next one gets it, or none is held
+            raise
 
     def turn_done(self):
         """The next answer gets its turn on the next pass of the event loop, after the I/O ready by then."""

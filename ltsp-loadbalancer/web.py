@@ -75,10 +75,12 @@ class ViewHandler(BaseHandler):
                 # The headers alone first: finish() then writes the shared body as it is (Tornado keeps a view
                 # of it), where a body given with the headers would be copied behind them, once per request.
                 self.flush()
-                written = self.finish(body)
+                self.finish(body)
             finally:
                 self.views.turn_done()
-            await written
+            # In flight until the whole answer is with the kernel (the future of finish() may resolve with
+            # the headers' write): an empty write's future resolves once everything queued is written.
+            await self.request.connection.stream.write(b"")
         except tornado.iostream.StreamClosedError:
             pass  # the client left: nothing to say
         finally:

@@ -816,3 +816,12 @@ def test_clients_remembered_are_bounded():
     for i in range(pool_module.MAX_CLIENTS_REMEMBERED + 500):
         balancer.pool.hand_out(i % 2, 1.0, peer=i)
     assert len(balancer.pool._clients) == pool_module.MAX_CLIENTS_REMEMBERED
+
+
+def test_a_client_asking_again_after_a_reload_still_replaces_its_login():
+    balancer = polled_balancer("a b", one_login_seconds=30.0)
+    balancer.hosts(["b"], now=1.0, peer="10.0.0.1")
+    balancer.reconfigure(balancer.config._replace(servers=balancer_config.servers("c b")), now=1.5)
+    balancer.polled(balancer.entries, [up(entry, capacity=20.0) for entry in balancer.entries], now=2.0)
+    balancer.hosts(["b"], now=2.5, peer="10.0.0.1")
+    assert pending(balancer) == {"c": 0, "b": 1}  # the login from before the reload no longer counts

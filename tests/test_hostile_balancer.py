@@ -547,3 +547,70 @@ def test_requests_of_a_client_that_is_gone_are_not_worked_on(conf_dir, procs):
     time.sleep(1.0)
     # The answers taken before the reset were for a client still there (the buffers hold a few dozen); none after.
     assert requests_served(balancer, "/v1/pool") == served
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        ("", False),
+        ("text/plain", False),
+        ("application/openmetrics-text; version=1.0.0", True),
+        ("application/openmetrics-text; version=1.0.0.7", True),  # the library passes any version through
+        ("application/openmetrics-text; version=99", True),
+        ("application/openmetrics-text; version=1.x", False),  # the library raises on it
+        ("*/*", False),
+    ],
+)
+def test_metrics_come_in_two_variants_whatever_the_accept_header(accept, openmetrics):
+    from ltsp_loadbalancer import views
+
+    assert views.metrics_variant(accept) == (views.OPENMETRICS_TYPE if openmetrics else views.TEXT_TYPE)
+
+
+def test_endless_accept_headers_cost_two_builds_of_metrics_not_one_each(conf_dir, procs, daemon):
+    conf = write(conf_dir / "b.conf", f"SERVERS = 127.0.0.1:{daemon.address[1]}\nPOLL_SECONDS = 30\n")
+    balancer = procs(Balancer(conf).start())
+    balancer.wait_polls(1)
+    host, port = balancer.address
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        bodies = set()
+        for index in range(40):
+            accept = f"application/openmetrics-text; version=1.0.{index}" if index % 4 else "version=1.x"
+            connection.request("GET", "/metrics", headers={"Accept": accept})
+            response = connection.getresponse()
+            body = response.read()
+            assert response.status == 200, (accept, response.status, body[:200])
+            bodies.add((response.headers["Content-Type"], body))
+    finally:
+        connection.close()
+    # No poll in between: the same two answers (OpenMetrics and the classic text) for all 40 requests.
+    assert len(bodies) == 2, [content_type for content_type, _body in bodies]
+    assert not [line for line in balancer.lines if "Traceback" in line or "ERROR" in line]
+
+
+def test_a_turn_given_to_a_request_cancelled_meanwhile_passes_on():
+    import asyncio
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from ltsp_loadbalancer import views as views_module
+
+    balancer = SimpleNamespace(config=SimpleNamespace(poll_seconds=2.0), ejections=Counter())
+    views = views_module.Views(balancer, None, None)
+
+    async def scenario():
+        await views.turn()  # this one writes
+        first, second = asyncio.ensure_future(views.turn()), asyncio.ensure_future(views.turn())
+        await asyncio.sleep(0)  # both wait
+        views.turn_done()
+        await asyncio.sleep(0)  # the turn goes to the first...
+        first.cancel()  # ...whose request is cancelled before it could write
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert first.cancelled() and second.done() and not second.cancelled()
+        views.turn_done()
+        await asyncio.sleep(0)
+        assert not views._writing  # nobody waits: the turn is free again
+
+    asyncio.run(scenario())

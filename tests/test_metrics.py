@@ -371,3 +371,28 @@ def test_families_kept_from_the_previous_scrape_render_exactly_what_the_library_
         theirs = [line for line in whole.splitlines() if line.startswith((b"ltsp_", b"# HELP ltsp_", b"# TYPE ltsp_"))]
         assert ours == theirs and ours
         assert body.endswith(b"# EOF\n") == bool(accept) and body.count(b"# EOF") == bool(accept)
+
+
+def test_a_family_unchanged_since_the_previous_scrape_in_its_format_is_not_rendered_again():
+    from prometheus_client.exposition import choose_encoder
+
+    settings = config.SCHEMA.override(config.SCHEMA.defaults(), "SERVERS", "app1 app2", "test")
+    balancer = Balancer(settings)
+    registry = metrics.Metrics(balancer, clock=lambda: 100.0, wall=lambda: 1_700_000_000.0)
+    rendered = []
+
+    def counting(content_type):
+        encoder = choose_encoder(content_type)[0]
+        return lambda collector: rendered.append(content_type) or encoder(collector)
+
+    text, openmetrics = choose_encoder("")[1], choose_encoder("application/openmetrics-text; version=1.0.0")[1]
+    scrape = registry.snapshot()
+    others = len(scrape.others)
+    texts = metrics.FamilyTexts()
+    first = texts.encode(counting(text), text, scrape)
+    families_rendered = len(rendered) - others
+    assert families_rendered > 5
+    texts.encode(counting(openmetrics), openmetrics, scrape)  # the other format: its own texts
+    del rendered[:]
+    assert texts.encode(counting(text), text, scrape) == first
+    assert len(rendered) == others  # the balancer's families all kept: only the live instruments rendered
