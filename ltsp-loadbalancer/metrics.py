@@ -34,13 +34,15 @@ Rules:
   about 5 us a series, off the event loop (``snapshot`` on the loop, a copy
   of the figures; ``encode`` in a worker thread). ``encode`` renders the
   balancer's families one at a time and keeps each one's text: a family
-  whose samples are the same as at the previous scrape (most server states,
-  capacities, the counters of a quiet pool) is not rendered again (82 ms a
-  scrape at 1,000 servers rendered whole).
+  whose figures are the same as at the previous scrape (most server states,
+  capacities, the counters of a quiet pool) is neither made nor rendered
+  again (``family_parts``: 82 ms a scrape at 1,000 servers rendered whole,
+  about 18 ms so).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import namedtuple
 from time import monotonic
@@ -224,59 +226,88 @@ Reading = namedtuple("Reading", "view wall handed_out poll_errors ejections answ
 Reading.__doc__ = "A copy of the balancer's figures at one scrape (WALL: the epoch time of VIEW's now)."
 
 
-def _server_families(rows, names, wall):
-    """The per-server gauges: the state set, the figures of the latest document, when it was taken."""
+def _state_family(names, states):
     state = family("ltsp_server_state")
-    gauges = [(family(metric.name), metric.field) for metric in _PER_SERVER_GAUGES]
-    taken = family("ltsp_server_sample_timestamp_seconds")
-    for row, name in zip(rows, names):
-        current = row["state"] if row["state"] in POOL_STATES else DOWN
+    for name, current in zip(names, states):
         for word in POOL_STATES:
             state.add_metric((name, word), 1 if word == current else 0)
-        labels = (name,)
-        for gauge, field in gauges:
-            value = row[field]
-            if value is not None:  # unknown is absent, never a made-up 0
-                gauge.add_metric(labels, value)
-        if row["sample_age_ms"] is not None:
-            taken.add_metric(labels, wall - row["sample_age_ms"] / 1000.0)
-    yield state
-    for gauge, _field in gauges:
-        yield gauge
-    yield taken
+    return state
 
 
-def families(reading):
-    """The metric families of a Reading (pure: any thread)."""
+def _gauge_family(metric_name, names, values):
+    gauge = family(metric_name)
+    for name, value in zip(names, values):
+        if value is not None:  # unknown is absent, never a made-up 0
+            gauge.add_metric((name,), value)
+    return gauge
+
+
+def _labelled_family(metric_name, items):
+    """A family of one labelled sample per (label value, value) of ITEMS."""
+    built = family(metric_name)
+    for label, value in items:
+        built.add_metric((label,), value)
+    return built
+
+
+def _unlabelled_family(metric_name, value):
+    built = family(metric_name)
+    built.add_metric((), value)
+    return built
+
+
+def family_parts(reading):
+    """(name, key, make) for each metric family of a Reading, in exposition order (pure: any thread).
+
+    KEY (hashable, cheap: the figures the family is made of) decides the family whole, so a family whose KEY
+    is the previous scrape's need not be made nor rendered again; make() builds it."""
     view = reading.view
     rows = view["servers"]
-    names = [server_label(row["host"], row["port"]) for row in rows]
-    yield from _server_families(rows, names, reading.wall)
-    for metric, tally in (
+    names = tuple(server_label(row["host"], row["port"]) for row in rows)
+    # Per server: the state set, the figures of the latest document, when it was taken.
+    states = tuple(row["state"] if row["state"] in POOL_STATES else DOWN for row in rows)
+    yield "ltsp_server_state", (names, states), functools.partial(_state_family, names, states)
+    for metric in _PER_SERVER_GAUGES:
+        values = tuple(row[metric.field] for row in rows)
+        yield metric.name, (names, values), functools.partial(_gauge_family, metric.name, names, values)
+    taken = tuple(
+        None if age is None else reading.wall - age / 1000.0 for age in (row["sample_age_ms"] for row in rows)
+    )
+    name = "ltsp_server_sample_timestamp_seconds"
+    yield name, (names, taken), functools.partial(_gauge_family, name, names, taken)
+    for name, tally in (
         ("ltsp_server_logins_handed_out_total", reading.handed_out),
         ("ltsp_server_poll_errors_total", reading.poll_errors),
         ("ltsp_server_ejections_total", reading.ejections),
     ):
-        counter = family(metric)
         # Every entry from the start at 0; servers dropped by a reload keep their count (a counter never goes back).
-        for name in {**dict.fromkeys(names), **dict.fromkeys(tally)}:
-            counter.add_metric((name,), tally.get(name, 0))
-        yield counter
-
-    answers = family("ltsp_balancer_answers_total")
-    for result in {**dict.fromkeys(RESULTS), **dict.fromkeys(reading.answers)}:
-        answers.add_metric((result,), reading.answers.get(result, 0))
-    yield answers
-    polls = family("ltsp_balancer_polls_total")
-    polls.add_metric((), reading.polls)
-    yield polls
+        items = tuple((label, tally.get(label, 0)) for label in {**dict.fromkeys(names), **dict.fromkeys(tally)})
+        yield name, items, functools.partial(_labelled_family, name, items)
+    answers = tuple(
+        (result, reading.answers.get(result, 0))
+        for result in {**dict.fromkeys(RESULTS), **dict.fromkeys(reading.answers)}
+    )
+    yield (
+        "ltsp_balancer_answers_total",
+        answers,
+        functools.partial(_labelled_family, "ltsp_balancer_answers_total", answers),
+    )
+    yield (
+        "ltsp_balancer_polls_total",
+        reading.polls,
+        functools.partial(_unlabelled_family, "ltsp_balancer_polls_total", reading.polls),
+    )
     if view["last_poll_age_ms"] is not None:
-        polled = family("ltsp_balancer_last_poll_timestamp_seconds")
-        polled.add_metric((), reading.wall - view["last_poll_age_ms"] / 1000.0)
-        yield polled
-    info = family("ltsp_balancer_build_info")
-    info.add_metric((), {"version": __version__})
-    yield info
+        name, polled = "ltsp_balancer_last_poll_timestamp_seconds", reading.wall - view["last_poll_age_ms"] / 1000.0
+        yield name, polled, functools.partial(_unlabelled_family, name, polled)
+    info = "ltsp_balancer_build_info"
+    yield info, __version__, functools.partial(_unlabelled_family, info, {"version": __version__})
+
+
+def families(reading):
+    """The metric families of a Reading (pure: any thread)."""
+    for _name, _key, make in family_parts(reading):
+        yield make()
 
 
 class Scrape:
@@ -286,11 +317,11 @@ class Scrape:
         self.reading = reading
         self.others = others
 
-    def reading_families(self):
-        return families(self.reading)
+    def reading_parts(self):
+        return family_parts(self.reading)
 
     def collect(self):
-        yield from self.reading_families()
+        yield from families(self.reading)
         for collector in self.others:  # prometheus_client's own: thread-safe
             yield from collector.collect()
 
@@ -312,28 +343,25 @@ OPENMETRICS = "application/openmetrics-text"
 
 
 class FamilyTexts:
-    """Each of the balancer's families rendered by prometheus_client, its text kept until its samples change.
+    """Each of the balancer's families rendered by prometheus_client, its text kept until its figures change
+    (its key: family_parts).
 
     The text of a whole scrape is the families' texts one after the other (the classic format is exactly
     that; OpenMetrics ends once with EOF_LINE), so a family kept is bytes already rendered.
     """
 
     def __init__(self):
-        self._kept = {}  # content type -> {family name: (samples, text)}, from its latest scrape
+        self._kept = {}  # content type -> {family name: (key, text)}, from its latest scrape
 
     def encode(self, encoder, content_type, scrape):
         """The body of SCRAPE in CONTENT_TYPE, rendered by ENCODER (prometheus_client's, for that type)."""
         kept, texts = {}, []
         before = self._kept.get(content_type, {})
-        for family in scrape.reading_families():
-            key = family.name
-            samples = tuple((sample.name, tuple(sample.labels.items()), sample.value) for sample in family.samples)
-            previous = before.get(key)
-            if previous is not None and previous[0] == samples:
-                text = previous[1]
-            else:
-                text = _without_eof(encoder(_One(family)))
-            kept[key] = (samples, text)
+        for name, key, make in scrape.reading_parts():
+            previous = before.get(name)
+            unchanged = previous is not None and previous[0] == key
+            text = previous[1] if unchanged else _without_eof(encoder(_One(make())))
+            kept[name] = (key, text)
             texts.append(text)
         for collector in scrape.others:  # prometheus_client's own instruments: few samples, read live
             texts.append(_without_eof(encoder(collector)))
