@@ -180,12 +180,12 @@ class Balancer:
         self.handed_out[self.labels[order[0]]] += 1
         return line, None
 
-    def pool_view(self, now, documents=True, rows=None):
-        """The whole pool as /v1/pool's JSON document (a dict); DOCUMENTS false leaves each row's stats None.
+    def pool_view(self, now, rows=None):
+        """The whole pool as /v1/pool's JSON document (a dict).
 
         ROWS: the rows already taken (``pool_rows`` in steps, views.py), else all of them now."""
         if rows is None:
-            rows = self.pool_rows(now, 0, len(self.pool.servers), documents)
+            rows = self.pool_rows(now, 0, len(self.pool.servers))
         polled_at = self.pool.polled_at
         return {
             "servers": rows,
@@ -195,7 +195,7 @@ class Balancer:
             "polls": self.polls,
         }
 
-    def pool_rows(self, now, first, last, documents=True):
+    def pool_rows(self, now, first, last):
         """The /v1/pool rows of servers FIRST to LAST (pool order, LAST excluded)."""
         rows = []
         outliers = self.pool.outliers
@@ -218,7 +218,7 @@ class Balancer:
                     "response_ms": None if server.result is None else server.result.response_ms,
                     "reason": self._reason(server),
                     **outliers.view(index, now),
-                    "stats": None if stats is None or not documents else stats._asdict(),
+                    "stats": None if stats is None else stats._asdict(),
                 }
             )
         return rows

@@ -226,27 +226,20 @@ Reading = namedtuple("Reading", "view wall handed_out poll_errors ejections answ
 Reading.__doc__ = "A copy of the balancer's figures at one scrape (WALL: the epoch time of VIEW's now)."
 
 
-def _state_family(names, states):
-    state = family("ltsp_server_state")
-    for name, current in zip(names, states):
+def _state_family(name, names, states):
+    state = family(name)
+    for label, current in zip(names, states):
         for word in POOL_STATES:
-            state.add_metric((name, word), 1 if word == current else 0)
+            state.add_metric((label, word), 1 if word == current else 0)
     return state
 
 
-def _gauge_family(metric_name, names, values):
-    gauge = family(metric_name)
-    for name, value in zip(names, values):
-        if value is not None:  # unknown is absent, never a made-up 0
-            gauge.add_metric((name,), value)
-    return gauge
-
-
 def _labelled_family(metric_name, items):
-    """A family of one labelled sample per (label value, value) of ITEMS."""
+    """A family of one labelled sample per (label value, value) of ITEMS; a None value has none."""
     built = family(metric_name)
     for label, value in items:
-        built.add_metric((label,), value)
+        if value is not None:  # unknown is absent, never a made-up 0
+            built.add_metric((label,), value)
     return built
 
 
@@ -254,6 +247,11 @@ def _unlabelled_family(metric_name, value):
     built = family(metric_name)
     built.add_metric((), value)
     return built
+
+
+def _part(name, key, make, *figures):
+    """(NAME, KEY, a maker of the family NAME by MAKE from FIGURES): one entry of family_parts."""
+    return name, key, functools.partial(make, name, *figures)
 
 
 def family_parts(reading):
@@ -266,15 +264,13 @@ def family_parts(reading):
     names = tuple(server_label(row["host"], row["port"]) for row in rows)
     # Per server: the state set, the figures of the latest document, when it was taken.
     states = tuple(row["state"] if row["state"] in POOL_STATES else DOWN for row in rows)
-    yield "ltsp_server_state", (names, states), functools.partial(_state_family, names, states)
+    yield _part("ltsp_server_state", (names, states), _state_family, names, states)
     for metric in _PER_SERVER_GAUGES:
-        values = tuple(row[metric.field] for row in rows)
-        yield metric.name, (names, values), functools.partial(_gauge_family, metric.name, names, values)
-    taken = tuple(
-        None if age is None else reading.wall - age / 1000.0 for age in (row["sample_age_ms"] for row in rows)
-    )
-    name = "ltsp_server_sample_timestamp_seconds"
-    yield name, (names, taken), functools.partial(_gauge_family, name, names, taken)
+        values = tuple(zip(names, (row[metric.field] for row in rows)))
+        yield _part(metric.name, values, _labelled_family, values)
+    ages = (row["sample_age_ms"] for row in rows)
+    taken = tuple(zip(names, (None if age is None else reading.wall - age / 1000.0 for age in ages)))
+    yield _part("ltsp_server_sample_timestamp_seconds", taken, _labelled_family, taken)
     for name, tally in (
         ("ltsp_server_logins_handed_out_total", reading.handed_out),
         ("ltsp_server_poll_errors_total", reading.poll_errors),
@@ -282,26 +278,15 @@ def family_parts(reading):
     ):
         # Every entry from the start at 0; servers dropped by a reload keep their count (a counter never goes back).
         items = tuple((label, tally.get(label, 0)) for label in {**dict.fromkeys(names), **dict.fromkeys(tally)})
-        yield name, items, functools.partial(_labelled_family, name, items)
-    answers = tuple(
-        (result, reading.answers.get(result, 0))
-        for result in {**dict.fromkeys(RESULTS), **dict.fromkeys(reading.answers)}
-    )
-    yield (
-        "ltsp_balancer_answers_total",
-        answers,
-        functools.partial(_labelled_family, "ltsp_balancer_answers_total", answers),
-    )
-    yield (
-        "ltsp_balancer_polls_total",
-        reading.polls,
-        functools.partial(_unlabelled_family, "ltsp_balancer_polls_total", reading.polls),
-    )
+        yield _part(name, items, _labelled_family, items)
+    results = {**dict.fromkeys(RESULTS), **dict.fromkeys(reading.answers)}
+    answers = tuple((result, reading.answers.get(result, 0)) for result in results)
+    yield _part("ltsp_balancer_answers_total", answers, _labelled_family, answers)
+    yield _part("ltsp_balancer_polls_total", reading.polls, _unlabelled_family, reading.polls)
     if view["last_poll_age_ms"] is not None:
-        name, polled = "ltsp_balancer_last_poll_timestamp_seconds", reading.wall - view["last_poll_age_ms"] / 1000.0
-        yield name, polled, functools.partial(_unlabelled_family, name, polled)
-    info = "ltsp_balancer_build_info"
-    yield info, __version__, functools.partial(_unlabelled_family, info, {"version": __version__})
+        polled = reading.wall - view["last_poll_age_ms"] / 1000.0
+        yield _part("ltsp_balancer_last_poll_timestamp_seconds", polled, _unlabelled_family, polled)
+    yield _part("ltsp_balancer_build_info", __version__, _unlabelled_family, {"version": __version__})
 
 
 def families(reading):

@@ -231,10 +231,7 @@ class Pool:
         self.polled_at = now
         if self.share_scale != scale:  # every server's accounted figures moved: rank them all again
             self._rank_all(now)
-        # After the ranking: ejection.py weighs the evidence against the pool's usable servers.
-        for index, times in expired:
-            if outliers.expired(index, times, now):
-                self._rerank_one(index, now)
+        self._weigh_expired(expired, now)
 
     def _estimate_share(self, results, now):
         """share_scale: the sessions the pool gained for each login we handed out (see the rules)."""
@@ -343,9 +340,13 @@ class Pool:
             if times:
                 expired.append((index, times))
         self._rank_all(now)
-        # After the ranking: ejection.py weighs the evidence against the pool's usable servers.
+        self._weigh_expired(expired, now)
+
+    def _weigh_expired(self, expired, now):
+        """EXPIRED: (index, hand-out times) of logins past the window, after the ranking: ejection.py weighs
+        the evidence against the pool's usable servers; a server whose mode changed is ranked again."""
         for index, times in expired:
-            if outliers.expired(index, times, now):
+            if self.outliers.expired(index, times, now):
                 self._rerank_one(index, now)
 
     def _rank_all(self, now):

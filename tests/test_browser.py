@@ -249,10 +249,10 @@ class FakeBalancer:
         self.answers, self.handed_out, self.poll_errors, self.polls = Counter(), Counter(), Counter(), 0
         self.ejections, self.generation, self.pool = Counter(), 0, SimpleNamespace(polled_at=None, servers=[])
 
-    def pool_rows(self, now, first, last, documents=True):
+    def pool_rows(self, now, first, last):
         return []
 
-    def pool_view(self, now, documents=True, rows=None):
+    def pool_view(self, now, rows=None):
         if len(self.pools) == 1:
             return self.pools[0]
         self.polls += 1  # each document is a poll's: the views (views.py) are built again for the next one

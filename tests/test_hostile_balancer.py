@@ -334,12 +334,12 @@ def test_views_are_built_once_per_poll_whoever_asks_and_at_most_once_at_a_time()
         answers, handed_out, poll_errors = Counter(), Counter(), Counter()
         views_taken, rows_taken = 0, 0
 
-        def pool_rows(self, now, first, last, documents=True):
+        def pool_rows(self, now, first, last):
             self.rows_taken += min(last, len(self.pool.servers)) - first
             row = crafted_pool()["servers"][0]
             return [{**row, "host": f"s{index}"} for index in range(first, min(last, len(self.pool.servers)))]
 
-        def pool_view(self, now, documents=True, rows=None):
+        def pool_view(self, now, rows=None):
             self.views_taken += 1
             return {"servers": rows, "poll_seconds": 2.0, "last_poll_age_ms": 0, "stale_after_ms": 7000, "polls": 1}
 
